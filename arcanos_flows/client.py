@@ -1,0 +1,308 @@
+"""The model-enforced reasoning client: one fine-tuned model, no fallback, every failure reported.
+
+Works in a plain script or notebook; nothing here imports Prefect.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx2
+import openai
+
+from arcanos_flows.errors import ConfigurationError, InvalidReasoningInput, ModelEnforcementError
+from arcanos_flows.incidents import Incident
+from arcanos_flows.messages import Message, check_messages, check_options, fingerprint
+from arcanos_flows.metadata import MetadataValue, build_metadata
+from arcanos_flows.notifier import MaintenanceNotifier
+from arcanos_flows.redaction import redact, redact_data
+from arcanos_flows.results import ReasoningResult
+from arcanos_flows.settings import ArcanosSettings
+from arcanos_flows.upstream import Exchange, read_chat, read_responses, request_body
+
+__all__ = ["ArcanosPythonClient", "model_matches"]
+
+SOURCE = "arcanos_flows.client"
+_DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+
+
+def model_matches(configured: str, answered: str) -> bool:
+    """Whether ``answered`` is the configured model.
+
+    Equal ids match; so does a dated snapshot (``gpt-5.1-2025-11-13``) of a bare alias (``gpt-5.1``).
+    A fine-tuned id (``ft:...``) or an already dated id must match exactly.
+
+    Example:
+        >>> model_matches("gpt-5.1", "gpt-5.1-2025-11-13")
+        True
+        >>> model_matches("ft:gpt-5.1:arcanos::abc", "gpt-5.1")
+        False
+    """
+    if answered == configured:
+        return True
+    if configured.startswith("ft:") or _DATED_SNAPSHOT.search(configured):
+        return False
+    return answered.startswith(configured) and _DATED_SNAPSHOT.fullmatch(answered[len(configured) :]) is not None
+
+
+def _refuse_retrying_exhausted_quota(response: httpx2.Response) -> None:
+    # The SDK retries every 429, but `insufficient_quota` cannot succeed until someone pays; the SDK's
+    # documented `x-should-retry` header tells it so, without touching its internals.
+    if response.status_code != 429:
+        return
+    response.read()
+    try:
+        code = response.json().get("error", {}).get("code")
+    except (ValueError, AttributeError):
+        return
+    if code == "insufficient_quota":
+        response.headers["x-should-retry"] = "false"
+
+
+def _scrub(error: BaseException) -> None:
+    # The same exception object is re-raised; its text only loses secrets an upstream may have echoed.
+    cleaned = tuple(redact(arg) if isinstance(arg, str) else arg for arg in error.args)
+    if cleaned != error.args:
+        error.args = cleaned
+    for attribute in ("message", "body"):
+        value = getattr(error, attribute, None)
+        if isinstance(value, (str, dict, list)):
+            scrubbed = redact_data(value)
+            if scrubbed != value:
+                setattr(error, attribute, scrubbed)
+
+
+class ArcanosPythonClient:
+    """Runs reasoning on ``ARCANOS_FINE_TUNED_MODEL`` and nothing else.
+
+    Construction fails fast on bad configuration (after reporting a ``configuration`` incident). Every
+    failure of a call is classified, reported through the notifier, and the original exception is
+    re-raised.
+
+    Args:
+        settings: Settings to use; read from the environment and ``.env`` when omitted.
+        notifier: Where incidents go; built from the same settings when omitted.
+
+    Example:
+        >>> from arcanos_flows.testing import FakeOpenAIServer
+        >>> with FakeOpenAIServer() as server:
+        ...     settings = ArcanosSettings(openai_api_key="sk-test-0000", fine_tuned_model="ft:gpt-5.1:arcanos::x",
+        ...                                openai_base_url=server.base_url, _env_file=None)
+        ...     with ArcanosPythonClient(settings) as client:
+        ...         result = client.run_reasoning([
+        ...             {"role": "system", "content": "You are the Arcanos maintenance AI."},
+        ...             {"role": "user", "content": "List the current confirmation layers."},
+        ...         ], metadata={"intent": "audit"})
+        >>> result["model"], result.metadata
+        ('ft:gpt-5.1:arcanos::x', {'intent': 'audit'})
+    """
+
+    def __init__(self, settings: ArcanosSettings | None = None, *, notifier: MaintenanceNotifier | None = None) -> None:
+        try:
+            self.settings = settings if settings is not None else ArcanosSettings()
+        except ConfigurationError as exc:
+            (notifier or _configured_or_printing_notifier()).notify(Incident.from_exception(exc, source=SOURCE))
+            raise
+        self.notifier = notifier if notifier is not None else MaintenanceNotifier(self.settings, source=SOURCE)
+        self.model = self.settings.fine_tuned_model
+        self._openai = openai.OpenAI(
+            api_key=self.settings.openai_api_key.get_secret_value(),
+            base_url=self.settings.openai_base_url,
+            timeout=self.settings.request_timeout,
+            max_retries=self.settings.max_retries,
+            http_client=openai.DefaultHttpxClient(event_hooks={"response": [_refuse_retrying_exhausted_quota]}),
+        )
+
+    def __enter__(self) -> ArcanosPythonClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._openai.close()
+
+    def __repr__(self) -> str:
+        return f"ArcanosPythonClient(model={self.model!r}, api={self.settings.openai_api!r})"
+
+    def run_reasoning(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        reasoning_effort: str | None = None,
+        max_output_tokens: int | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        notify: bool = True,
+        model: None = None,
+    ) -> ReasoningResult:
+        """Ask the enforced model one question.
+
+        Args:
+            messages: Chat messages: ``role`` in system/developer/user/assistant, non-empty ``content``.
+            metadata: Audit metadata; ``confirmation_token`` is added from settings unless given here.
+                At most 16 keys in total, keys of at most 64 and values of at most 512 characters.
+            reasoning_effort: ``none``, ``minimal``, ``low``, ``medium``, ``high`` or ``xhigh``.
+            max_output_tokens: Output budget, reasoning included.
+            response_format: Chat Completions ``response_format`` (translated for the Responses API).
+            timeout: Seconds per HTTP attempt, overriding ``ARCANOS_REQUEST_TIMEOUT``.
+            notify: Report failures through the notifier; ``False`` when the caller reports them.
+            model: Not accepted: every request uses ``ARCANOS_FINE_TUNED_MODEL``. Any value raises
+                :class:`ModelEnforcementError`.
+
+        Returns:
+            The typed result; ``result["content"]`` is the answer.
+
+        Raises:
+            InvalidReasoningInput: Bad messages, metadata or options, before any request.
+            ModelEnforcementError: A model was passed, or another model answered.
+            openai.APIError: What the SDK raised (rate limits, timeouts, 4xx/5xx), unchanged.
+            UpstreamResponseError: A 2xx whose body is not a valid completion.
+            EmptyCompletionError: No choices, or empty content.
+            IncompleteCompletionError: The output budget ran out.
+            RefusalError: The model refused.
+        """
+        request_metadata: dict[str, str] | None = None
+        try:
+            if model is not None:
+                raise ModelEnforcementError(
+                    f"run_reasoning() does not take model={model!r}: every request uses "
+                    f"ARCANOS_FINE_TUNED_MODEL ({self.model})",
+                    expected_model=self.model,
+                    actual_model=str(model),
+                )
+            checked = check_messages(messages)
+            check_options(
+                reasoning_effort=reasoning_effort,
+                max_output_tokens=max_output_tokens,
+                response_format=response_format,
+                timeout=timeout,
+            )
+            request_metadata = build_metadata(
+                metadata, defaults={"confirmation_token": self.settings.confirmation_token}
+            )
+            return self._complete(
+                checked,
+                request_metadata,
+                reasoning_effort=reasoning_effort,
+                max_output_tokens=max_output_tokens,
+                response_format=response_format,
+                timeout=timeout,
+            )
+        except Exception as exc:
+            _scrub(exc)
+            if notify:
+                self._report(exc, messages, request_metadata)
+            raise
+
+    def run_simple_prompt(
+        self,
+        text: str,
+        *,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        system: str | None = None,
+        notify: bool = True,
+    ) -> ReasoningResult:
+        """Ask one user-turn question, optionally with a system message.
+
+        Example:
+            >>> from arcanos_flows.testing import FakeOpenAIServer
+            >>> with FakeOpenAIServer() as server:
+            ...     settings = ArcanosSettings(openai_api_key="sk-test-0000", fine_tuned_model="ft:gpt-5.1:a::x",
+            ...                                openai_base_url=server.base_url, _env_file=None)
+            ...     answer = ArcanosPythonClient(settings).run_simple_prompt("Status?")["content"]
+            >>> bool(answer)
+            True
+        """
+        messages: list[Mapping[str, Any]] = []
+        if system is not None:
+            messages.append({"role": "system", "content": system})
+        if not isinstance(text, str) or not text.strip():
+            error = InvalidReasoningInput(f"text: must be a non-empty string, not {type(text).__name__}")
+            if notify:
+                self._report(error, None, None)
+            raise error
+        messages.append({"role": "user", "content": text})
+        return self.run_reasoning(messages, metadata=metadata, notify=notify)
+
+    def _complete(
+        self,
+        messages: list[Message],
+        request_metadata: dict[str, str],
+        *,
+        reasoning_effort: str | None,
+        max_output_tokens: int | None,
+        response_format: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> ReasoningResult:
+        api = self.settings.openai_api
+        body = request_body(
+            api,
+            model=self.model,
+            messages=messages,
+            metadata=request_metadata if self.settings.store else None,
+            reasoning_effort=reasoning_effort,
+            max_output_tokens=max_output_tokens,
+            response_format=response_format,
+        )
+        options: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        started = time.perf_counter()
+        if api == "chat":
+            raw = self._openai.chat.completions.with_raw_response.create(**body, **options)
+        else:
+            raw = self._openai.responses.with_raw_response.create(**body, **options)
+        latency_ms = (time.perf_counter() - started) * 1000
+        http = raw.http_response
+        exchange = Exchange(http.headers.get("x-request-id"), http.status_code, raw.retries_taken + 1)
+        reader = read_chat if api == "chat" else read_responses
+        answered_model, outcome = reader(http.content, http.headers.get("content-type", ""), exchange)
+        if not model_matches(self.model, answered_model):
+            raise ModelEnforcementError(
+                f"{self.model} was requested but {answered_model} answered (request {exchange.request_id}); "
+                "arcanos-flows never accepts another model",
+                expected_model=self.model,
+                actual_model=answered_model,
+                request_id=exchange.request_id,
+                http_status=exchange.http_status,
+                attempts=exchange.attempts,
+            )
+        if isinstance(outcome, Exception):
+            raise outcome
+        return ReasoningResult(
+            content=outcome.content,
+            model=outcome.model,
+            response_id=outcome.response_id,
+            request_id=exchange.request_id,
+            finish_reason=outcome.finish_reason,
+            usage=outcome.usage,
+            metadata=request_metadata,
+            stored=self.settings.store,
+            latency_ms=round(latency_ms, 3),
+            attempts=exchange.attempts,
+            api=api,
+        )
+
+    def _report(self, error: Exception, messages: object, request_metadata: dict[str, str] | None) -> Incident:
+        count, digest = fingerprint(messages)
+        incident = Incident.from_exception(
+            error,
+            source=SOURCE,
+            model=self.model,
+            metadata=request_metadata or {},
+            message_count=count,
+            messages_sha256=digest,
+            context={"api": self.settings.openai_api},
+        )
+        return self.notifier.notify(incident)
+
+
+def _configured_or_printing_notifier() -> MaintenanceNotifier:
+    try:
+        return MaintenanceNotifier(source=SOURCE)
+    except ConfigurationError:
+        return MaintenanceNotifier.to_stdout()

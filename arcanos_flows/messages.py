@@ -1,0 +1,145 @@
+"""The input contract for reasoning calls: messages and generation options, checked before any request.
+
+A violation raises :class:`~arcanos_flows.errors.InvalidReasoningInput` naming the offending index and
+field, so a bad step fails at once instead of spending a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypedDict, get_args
+
+from typing_extensions import NotRequired
+
+from arcanos_flows.errors import InvalidReasoningInput
+
+__all__ = [
+    "ROLES",
+    "Message",
+    "ReasoningEffort",
+    "check_messages",
+    "check_options",
+    "fingerprint",
+]
+
+Role = Literal["system", "developer", "user", "assistant"]
+ROLES: tuple[str, ...] = get_args(Role)
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+_EFFORTS: tuple[str, ...] = get_args(ReasoningEffort)
+_RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+
+
+class Message(TypedDict):
+    """One chat message: ``{"role": "user", "content": "..."}`` (``name`` optional)."""
+
+    role: Role
+    content: str
+    name: NotRequired[str]
+
+
+def check_messages(messages: Any) -> list[Message]:
+    """Check the messages of one reasoning call and return them as plain dicts.
+
+    Args:
+        messages: A non-empty sequence of mappings with ``role`` in system/developer/user/assistant and
+            a non-empty string ``content`` (optionally a string ``name``).
+
+    Returns:
+        A copy of the messages as a list of dicts, safe to send.
+
+    Raises:
+        InvalidReasoningInput: Naming the offending index and field.
+
+    Example:
+        >>> check_messages([{"role": "user", "content": "Hello"}])
+        [{'role': 'user', 'content': 'Hello'}]
+        >>> check_messages([{"role": "robot", "content": "Hi"}])  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        arcanos_flows.errors.InvalidReasoningInput: messages[0].role: ...
+    """
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise InvalidReasoningInput(
+            f"messages: must be a non-empty list of {{'role', 'content'}} mappings, not {type(messages).__name__}"
+        )
+    if not messages:
+        raise InvalidReasoningInput("messages: must contain at least one message")
+    checked: list[Message] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise InvalidReasoningInput(f"messages[{index}]: must be a mapping, not {type(message).__name__}")
+        unknown = sorted(str(key) for key in message if key not in ("role", "content", "name"))
+        if unknown:
+            raise InvalidReasoningInput(
+                f"messages[{index}].{unknown[0]}: unsupported field (allowed: role, content, name)"
+            )
+        role = message.get("role")
+        if role not in ROLES:
+            raise InvalidReasoningInput(f"messages[{index}].role: must be one of {', '.join(ROLES)}, not {role!r}")
+        content = message.get("content")
+        if not isinstance(content, str) or not content.strip():
+            shown = "an empty string" if isinstance(content, str) else type(content).__name__
+            raise InvalidReasoningInput(f"messages[{index}].content: must be a non-empty string, not {shown}")
+        item: Message = {"role": role, "content": content}
+        if "name" in message:
+            name = message["name"]
+            if not isinstance(name, str) or not name:
+                raise InvalidReasoningInput(f"messages[{index}].name: must be a non-empty string")
+            item["name"] = name
+        checked.append(item)
+    return checked
+
+
+def check_options(
+    *,
+    reasoning_effort: str | None,
+    max_output_tokens: int | None,
+    response_format: Mapping[str, Any] | None,
+    timeout: float | None,
+) -> None:
+    """Check the generation options of one reasoning call.
+
+    Raises:
+        InvalidReasoningInput: Naming the option and what it accepts.
+
+    Example:
+        >>> check_options(reasoning_effort="high", max_output_tokens=2048, response_format=None, timeout=30)
+    """
+    if reasoning_effort is not None and reasoning_effort not in _EFFORTS:
+        raise InvalidReasoningInput(f"reasoning_effort: must be one of {', '.join(_EFFORTS)}, not {reasoning_effort!r}")
+    if max_output_tokens is not None and (
+        isinstance(max_output_tokens, bool) or not isinstance(max_output_tokens, int) or max_output_tokens < 1
+    ):
+        raise InvalidReasoningInput(f"max_output_tokens: must be a positive integer, not {max_output_tokens!r}")
+    if response_format is not None:
+        if not isinstance(response_format, Mapping) or response_format.get("type") not in _RESPONSE_FORMATS:
+            raise InvalidReasoningInput(
+                f"response_format: must be a mapping whose 'type' is one of {', '.join(_RESPONSE_FORMATS)}"
+            )
+        if response_format["type"] == "json_schema" and not isinstance(response_format.get("json_schema"), Mapping):
+            raise InvalidReasoningInput(
+                "response_format.json_schema: must be a mapping with 'name' and 'schema' "
+                "(the Chat Completions shape; it is translated for the Responses API)"
+            )
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600
+    ):
+        raise InvalidReasoningInput(f"timeout: must be a number of seconds in (0, 3600], not {timeout!r}")
+
+
+def fingerprint(messages: Any) -> tuple[int | None, str | None]:
+    """Describe messages without revealing them: their count and the SHA-256 of their canonical JSON.
+
+    Example:
+        >>> count, digest = fingerprint([{"role": "user", "content": "Hi"}])
+        >>> count, len(digest)
+        (1, 64)
+    """
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        return None, None
+    try:
+        canonical = json.dumps(list(messages), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None, None
+    return len(messages), hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()

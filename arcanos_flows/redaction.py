@@ -1,0 +1,101 @@
+"""Keeping secrets out of every line arcanos-flows writes.
+
+Settings register the API key and the webhook secret here when they are loaded; incidents, log
+lines and exception texts pass through :func:`redact` before they leave the process. Patterns catch
+secrets this process never loaded too (an upstream error that echoes someone else's key).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["REDACTED", "mask", "redact", "redact_data", "register_secret"]
+
+REDACTED = "[REDACTED]"
+
+_PATTERNS = re.compile(
+    r"""
+      \bsk-[A-Za-z0-9_\-]{8,}          # OpenAI keys: sk-..., sk-proj-..., sk-svcacct-...
+    | \bwhsec_[A-Za-z0-9+/=]{8,}       # Standard Webhooks secrets
+    | (?<=Bearer\ )[^\s"',;]+          # Authorization header values
+    """,
+    re.VERBOSE | re.IGNORECASE,
+)
+_MIN_SECRET_LENGTH = 6
+
+_lock = threading.Lock()
+_known: frozenset[str] = frozenset()
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember a secret so that :func:`redact` removes it wherever it appears.
+
+    Args:
+        secret: The secret value; ``None`` and very short values are ignored (redacting ``"abc"``
+            everywhere would mangle ordinary text).
+
+    Example:
+        >>> register_secret("hunter2-but-longer")
+        >>> redact("password is hunter2-but-longer")
+        'password is [REDACTED]'
+    """
+    global _known
+    if secret is None or len(secret) < _MIN_SECRET_LENGTH:
+        return
+    with _lock:
+        _known = frozenset((*_known, secret))
+
+
+def redact(text: str) -> str:
+    """Replace registered secrets, ``sk-...`` keys, ``whsec_...`` secrets and ``Bearer`` values.
+
+    Args:
+        text: Any text about to be logged, serialised or raised.
+
+    Returns:
+        The text with every secret replaced by ``[REDACTED]``.
+
+    Example:
+        >>> redact("Incorrect API key provided: sk-proj-abcdefghijkl")
+        'Incorrect API key provided: [REDACTED]'
+        >>> redact("Authorization: Bearer abc.def")
+        'Authorization: Bearer [REDACTED]'
+    """
+    # Longest first, so that a secret containing another is removed whole.
+    for secret in sorted(_known, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return _PATTERNS.sub(REDACTED, text)
+
+
+def redact_data(value: Any) -> Any:
+    """Apply :func:`redact` to every string inside nested mappings and sequences (keys included).
+
+    Example:
+        >>> redact_data({"note": "key sk-abcdefghijkl", "n": 1})
+        {'note': 'key [REDACTED]', 'n': 1}
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {redact(str(key)): redact_data(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        return [redact_data(item) for item in value]
+    return value
+
+
+def mask(secret: str | None) -> str:
+    """Show that a secret is set without showing it: ``sk-p…(51 chars)``.
+
+    Example:
+        >>> mask("sk-proj-abcdefghijkl")
+        'sk-…(20 chars)'
+        >>> mask(None)
+        '(not set)'
+    """
+    if not secret:
+        return "(not set)"
+    return f"{secret[:3]}…({len(secret)} chars)"

@@ -1,0 +1,206 @@
+"""Configuration from the environment and a ``.env`` file shared with the Node.js backend.
+
+The environment wins over ``.env``; ``ARCANOS_ENV_FILE`` names another file. Every problem becomes a
+:class:`~arcanos_flows.errors.ConfigurationError` naming the variable, raised before any network call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from arcanos_flows.errors import ConfigurationError
+from arcanos_flows.redaction import register_secret
+
+__all__ = ["ArcanosSettings", "NotifierSettings", "default_incident_spool"]
+
+ENV_FILE_VARIABLE = "ARCANOS_ENV_FILE"
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,255}")
+_WEBHOOK_SECRET = re.compile(r"whsec_([A-Za-z0-9+/]+={0,2})")
+_MIN_SECRET_BYTES = 16
+
+
+def default_incident_spool() -> Path:
+    """The per-user folder where undelivered incidents wait: ``$XDG_STATE_HOME/arcanos-flows/incidents``.
+
+    Example:
+        >>> default_incident_spool().name
+        'incidents'
+    """
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "arcanos-flows" / "incidents"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _env_file_from_environment() -> Path:
+    named = os.environ.get(ENV_FILE_VARIABLE)
+    if not named:
+        return Path(".env")
+    path = Path(named).expanduser()
+    if not path.is_file():
+        raise ConfigurationError(f"{ENV_FILE_VARIABLE}: {named} is not a readable file")
+    return path
+
+
+def _describe(error: ValidationError) -> str:
+    missing: list[str] = []
+    invalid: list[str] = []
+    for detail in error.errors(include_input=False, include_url=False):
+        variable = str(detail["loc"][0]) if detail["loc"] else "settings"
+        if detail["type"] == "missing":
+            missing.append(variable)
+        else:
+            message = detail["msg"].removeprefix("Value error, ")
+            invalid.append(f"{variable}: {message}")
+    parts: list[str] = []
+    if missing:
+        noun = "variable" if len(missing) == 1 else "variables"
+        where = "it" if len(missing) == 1 else "them"
+        parts.append(
+            f"Missing required environment {noun}: {', '.join(missing)} (set {where} in the environment or in .env)"
+        )
+    parts.extend(invalid)
+    return "; ".join(parts)
+
+
+class NotifierSettings(BaseSettings):
+    """What :class:`~arcanos_flows.notifier.MaintenanceNotifier` needs: webhook, signing secret, spool.
+
+    No API key or model is required, so a notifier works in any process.
+
+    Example:
+        >>> settings = NotifierSettings(maintenance_webhook=None, _env_file=None)
+        >>> settings.maintenance_webhook is None
+        True
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    allow_insecure_webhook: bool = Field(False, validation_alias="ARCANOS_ALLOW_INSECURE_WEBHOOK")
+    maintenance_webhook: str | None = Field(None, validation_alias="ARCANOS_MAINTENANCE_WEBHOOK")
+    webhook_secret: SecretStr | None = Field(None, validation_alias="ARCANOS_WEBHOOK_SECRET")
+    webhook_timeout: float = Field(10.0, gt=0, le=120, validation_alias="ARCANOS_WEBHOOK_TIMEOUT")
+    incident_spool: Path = Field(default_factory=default_incident_spool, validation_alias="ARCANOS_INCIDENT_SPOOL")
+
+    def __init__(self, **values: Any) -> None:
+        if "_env_file" not in values:
+            values["_env_file"] = _env_file_from_environment()
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            # `from None`: pydantic's own message quotes the input, which may be a secret.
+            raise ConfigurationError(_describe(exc)) from None
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Register the secrets so that no log line or incident can show them."""
+        for field in type(self).model_fields:
+            value = getattr(self, field)
+            if isinstance(value, SecretStr):
+                register_secret(value.get_secret_value())
+
+    @field_validator("maintenance_webhook")
+    @classmethod
+    def _check_webhook(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials in the URL; sign deliveries with ARCANOS_WEBHOOK_SECRET")
+        insecure_allowed = info.data.get("allow_insecure_webhook", False)
+        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not insecure_allowed:
+            raise ValueError(
+                "plain http:// is only allowed to loopback hosts; use https:// or set ARCANOS_ALLOW_INSECURE_WEBHOOK=1"
+            )
+        return url
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None:
+            return None
+        match = _WEBHOOK_SECRET.fullmatch(secret.get_secret_value())
+        try:
+            key = base64.b64decode(match.group(1) + "==") if match else b""
+        except binascii.Error:
+            key = b""
+        if len(key) < _MIN_SECRET_BYTES:
+            raise ValueError(
+                f"must be a Standard Webhooks secret: 'whsec_' followed by base64 of at least "
+                f"{_MIN_SECRET_BYTES} random bytes"
+            )
+        return secret
+
+
+class ArcanosSettings(NotifierSettings):
+    """Everything the reasoning client needs, plus the notifier settings it reports through.
+
+    Attributes:
+        openai_api_key: ``OPENAI_API_KEY`` (required, a secret).
+        fine_tuned_model: ``ARCANOS_FINE_TUNED_MODEL`` (required): the one model every request uses.
+        openai_base_url: ``OPENAI_BASE_URL``: an OpenAI-compatible endpoint.
+        openai_api: ``ARCANOS_OPENAI_API``: ``chat`` (Chat Completions) or ``responses``.
+        confirmation_token: ``ARCANOS_CONFIRMATION_TOKEN``: added to every request's metadata.
+        store: ``ARCANOS_STORE``: send metadata with ``store=true`` (default) or keep it local.
+        request_timeout: ``ARCANOS_REQUEST_TIMEOUT``: seconds per HTTP attempt.
+        max_retries: ``ARCANOS_MAX_RETRIES``: SDK retries after the first attempt.
+
+    Example:
+        >>> settings = ArcanosSettings(
+        ...     openai_api_key="sk-example-key",
+        ...     fine_tuned_model="ft:gpt-5.1:arcanos::abc123",
+        ...     _env_file=None,
+        ... )
+        >>> settings.openai_api
+        'chat'
+    """
+
+    openai_api_key: SecretStr = Field(validation_alias="OPENAI_API_KEY")
+    fine_tuned_model: str = Field(validation_alias="ARCANOS_FINE_TUNED_MODEL")
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    openai_api: Literal["chat", "responses"] = Field("chat", validation_alias="ARCANOS_OPENAI_API")
+    confirmation_token: str | None = Field(None, max_length=512, validation_alias="ARCANOS_CONFIRMATION_TOKEN")
+    store: bool = Field(True, validation_alias="ARCANOS_STORE")
+    request_timeout: float = Field(120.0, gt=0, le=3600, validation_alias="ARCANOS_REQUEST_TIMEOUT")
+    max_retries: int = Field(2, ge=0, le=10, validation_alias="ARCANOS_MAX_RETRIES")
+
+    @field_validator("fine_tuned_model")
+    @classmethod
+    def _check_model(cls, model: str) -> str:
+        if not _MODEL_ID.fullmatch(model):
+            raise ValueError(f"{model[:80]!r} is not a model id (letters, digits and . _ : - / only, no spaces)")
+        return model
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _check_base_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s):// URL with a host, e.g. https://api.openai.com/v1")
+        return url.rstrip("/")
