@@ -1,0 +1,18 @@
+"""Test doubles for running flows offline: a fake OpenAI API and a webhook receiver.
+
+Both are real HTTP servers on 127.0.0.1 (a random port by default) running in a background thread,
+so the code under test talks HTTP exactly as in production. They are also runnable as processes:
+``python -m arcanos_flows.testing openai`` and ``python -m arcanos_flows.testing webhook``.
+
+Example:
+    >>> from arcanos_flows.testing import FakeOpenAIServer, Reply
+    >>> with FakeOpenAIServer() as server:
+    ...     server.script(Reply.error(500))
+    ...     server.base_url.startswith("http://127.0.0.1:")
+    True
+"""
+
+from arcanos_flows.testing.openai_server import FakeOpenAIServer, RecordedRequest, Reply
+from arcanos_flows.testing.webhook_receiver import Delivery, WebhookReceiver
+
+__all__ = ["Delivery", "FakeOpenAIServer", "RecordedRequest", "Reply", "WebhookReceiver"]
