@@ -50,6 +50,11 @@ class IncidentClass(str, Enum):
     INVALID_RESPONSE = "invalid_response"
     INVALID_INPUT = "invalid_input"
     UNKNOWN = "unknown"
+    # Reported by the Prefect layer (hooks, automation relay, explicit notifications).
+    FLOW_FAILED = "flow_failed"
+    CRASHED = "crashed"
+    CANCELLED = "cancelled"
+    DEGRADED = "degraded"
 
     def __str__(self) -> str:
         return self.value
@@ -267,9 +272,14 @@ def classify(error: BaseException) -> Classification:
         return Classification(IncidentClass.TIMEOUT, attempts=_attempts_of(error))
     if isinstance(error, openai.APIConnectionError):
         return Classification(IncidentClass.CONNECTION, attempts=_attempts_of(error))
+    if isinstance(error, openai.WebSocketConnectionClosedError):
+        return Classification(IncidentClass.CONNECTION)
     if isinstance(error, openai.APIStatusError):
         status = error.status_code
-        if status == 429 and error.code == "insufficient_quota":
+        if isinstance(error, openai.OAuthError):
+            # A failed token exchange is an authentication problem whatever status the token endpoint used.
+            incident_class = IncidentClass.AUTHENTICATION
+        elif status == 429 and "insufficient_quota" in (error.code, error.type):
             incident_class = IncidentClass.QUOTA_EXHAUSTED
         elif status >= 500:
             incident_class = IncidentClass.UPSTREAM_ERROR
@@ -278,7 +288,10 @@ def classify(error: BaseException) -> Classification:
         return Classification(incident_class, status, error.request_id, _attempts_of(error))
     if isinstance(error, openai.APIResponseValidationError):
         return Classification(
-            IncidentClass.INVALID_RESPONSE, error.status_code, error.response.headers.get("x-request-id")
+            IncidentClass.INVALID_RESPONSE,
+            error.status_code,
+            error.response.headers.get("x-request-id"),
+            _attempts_of(error),
         )
     if isinstance(error, json.JSONDecodeError):
         return Classification(IncidentClass.INVALID_RESPONSE)

@@ -6,6 +6,8 @@ webhook secret; its ``reason`` is redacted and capped at 4 KiB before it is seri
 
 from __future__ import annotations
 
+import contextlib
+import math
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -20,27 +22,39 @@ __all__ = ["INCIDENT_SCHEMA_VERSION", "MAX_REASON_BYTES", "Incident"]
 INCIDENT_SCHEMA_VERSION = 1
 MAX_REASON_BYTES = 4096
 _MAX_CONTEXT_VALUE = 1024
+_MAX_METADATA_VALUE = 4 * 512
 
 
 def _cap_utf8(text: str, limit: int) -> str:
+    # Lone surrogates (from undecodable bytes) cannot be serialised; they become U+FFFD-like "?".
     encoded = text.encode("utf-8", "replace")
     if len(encoded) <= limit:
-        return text
+        return encoded.decode("utf-8")
     marker = " …[truncated]"
     return encoded[: limit - len(marker.encode())].decode("utf-8", "ignore") + marker
 
 
-def _bounded(value: Any) -> Any:
+def _bounded(value: Any, limit: int = _MAX_CONTEXT_VALUE) -> Any:
     # Context comes from callers and Prefect; keep each string short so an incident stays small.
     if isinstance(value, str):
-        return _cap_utf8(value, _MAX_CONTEXT_VALUE)
+        return _cap_utf8(value, limit)
     if isinstance(value, dict):
-        return {str(key)[:128]: _bounded(item) for key, item in list(value.items())[:64]}
+        return {_cap_utf8(str(key), 128): _bounded(item, limit) for key, item in list(value.items())[:64]}
     if isinstance(value, list):
-        return [_bounded(item) for item in value[:64]]
+        return [_bounded(item, limit) for item in value[:64]]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no NaN or Infinity
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    return _cap_utf8(str(value), _MAX_CONTEXT_VALUE)
+    # Anything else is shown as text, redacted again: its str() (bytes, an exception) may hold a secret.
+    return _cap_utf8(redact(str(value)), limit)
+
+
+def _describe(error: BaseException) -> str:
+    try:
+        return str(error) or type(error).__name__
+    except Exception:  # a broken __str__ must not stop the incident
+        return type(error).__name__
 
 
 class Incident(BaseModel):
@@ -94,9 +108,15 @@ class Incident(BaseModel):
     def _redact_reason(cls, reason: str) -> str:
         return _cap_utf8(redact(reason), MAX_REASON_BYTES)
 
-    @field_validator("metadata", "context", mode="before")
+    @field_validator("metadata", mode="before")
     @classmethod
-    def _redact_mapping(cls, value: Any) -> Any:
+    def _redact_metadata(cls, value: Any) -> Any:
+        # Valid audit metadata (512 characters, up to 4 bytes each) is shown whole, never cut.
+        return _bounded(redact_data(value), _MAX_METADATA_VALUE) if isinstance(value, dict) else value
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _redact_context(cls, value: Any) -> Any:
         return _bounded(redact_data(value)) if isinstance(value, dict) else value
 
     @field_validator("occurred_at")
@@ -127,7 +147,7 @@ class Incident(BaseModel):
             'configuration'
         """
         facts = classify(error)
-        reason = str(error) or type(error).__name__
+        reason = _describe(error)
         fields.setdefault("request_id", facts.request_id)
         fields.setdefault("http_status", facts.http_status)
         if facts.attempts:
@@ -143,3 +163,28 @@ class Incident(BaseModel):
     def to_json(self) -> str:
         """The incident's stable JSON form, exactly what is POSTed and signed."""
         return self.model_dump_json()
+
+
+_ATTACHED = "_arcanos_incident"
+
+
+def attach_incident(error: BaseException, incident: Incident) -> None:
+    """Record on an exception the incident it amounts to, for whoever reports it later (e.g. a Prefect hook).
+
+    Only an attribute is added (like ``add_note``); the exception stays the object that was raised.
+    """
+    with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__ cannot carry it
+        setattr(error, _ATTACHED, incident)
+
+
+def attached_incident(error: BaseException) -> Incident | None:
+    """The incident :func:`attach_incident` recorded on this exception, if any.
+
+    Example:
+        >>> error = RuntimeError("boom")
+        >>> attach_incident(error, Incident.from_exception(error))
+        >>> attached_incident(error).error_type
+        'builtins.RuntimeError'
+    """
+    incident = getattr(error, _ATTACHED, None)
+    return incident if isinstance(incident, Incident) else None

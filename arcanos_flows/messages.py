@@ -59,7 +59,7 @@ def check_messages(messages: Any) -> list[Message]:
         Traceback (most recent call last):
         arcanos_flows.errors.InvalidReasoningInput: messages[0].role: ...
     """
-    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+    if isinstance(messages, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(messages, Sequence):
         raise InvalidReasoningInput(
             f"messages: must be a non-empty list of {{'role', 'content'}} mappings, not {type(messages).__name__}"
         )
@@ -74,14 +74,20 @@ def check_messages(messages: Any) -> list[Message]:
             raise InvalidReasoningInput(
                 f"messages[{index}].{unknown[0]}: unsupported field (allowed: role, content, name)"
             )
-        role = message.get("role")
-        if role not in ROLES:
-            raise InvalidReasoningInput(f"messages[{index}].role: must be one of {', '.join(ROLES)}, not {role!r}")
-        content = message.get("content")
+        if "role" not in message:
+            raise InvalidReasoningInput(f"messages[{index}].role: missing (one of {', '.join(ROLES)})")
+        role = message["role"]
+        if not isinstance(role, str) or role not in ROLES:
+            shown = repr(role) if isinstance(role, str) else type(role).__name__
+            raise InvalidReasoningInput(f"messages[{index}].role: must be one of {', '.join(ROLES)}, not {shown}")
+        if "content" not in message:
+            raise InvalidReasoningInput(f"messages[{index}].content: missing (a non-empty string)")
+        content = message["content"]
         if not isinstance(content, str) or not content.strip():
-            shown = "an empty string" if isinstance(content, str) else type(content).__name__
+            shown = "a blank string" if isinstance(content, str) else type(content).__name__
             raise InvalidReasoningInput(f"messages[{index}].content: must be a non-empty string, not {shown}")
-        item: Message = {"role": role, "content": content}
+        # Plain str copies: a str subclass (an enum) must not reach the wire or the fingerprint.
+        item: Message = {"role": ROLES[ROLES.index(role)], "content": str.__str__(content)}  # type: ignore[typeddict-item]
         if "name" in message:
             name = message["name"]
             if not isinstance(name, str) or not name:
@@ -117,7 +123,10 @@ def check_options(
             raise InvalidReasoningInput(
                 f"response_format: must be a mapping whose 'type' is one of {', '.join(_RESPONSE_FORMATS)}"
             )
-        if response_format["type"] == "json_schema" and not isinstance(response_format.get("json_schema"), Mapping):
+        schema = response_format.get("json_schema")
+        if response_format["type"] == "json_schema" and not (
+            isinstance(schema, Mapping) and isinstance(schema.get("name"), str) and schema["name"]
+        ):
             raise InvalidReasoningInput(
                 "response_format.json_schema: must be a mapping with 'name' and 'schema' "
                 "(the Chat Completions shape; it is translated for the Responses API)"

@@ -26,23 +26,31 @@ MetadataValue = str | int | float | bool | None
 def _coerce(key: str, value: Any) -> str | None:
     if value is None:
         return None
+    # Subclasses (enums, numpy-like scalars) are converted through the base type, so that the value
+    # sent is "1", never "Color.RED" or "np.float64(1.0)".
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, int):
-        text = str(value)
+        if value.bit_length() > MAX_VALUE_LENGTH * 4:  # more digits than allowed; str() would be slow or fail
+            raise InvalidReasoningInput(
+                f"metadata[{key!r}]: the number has more than {MAX_VALUE_LENGTH} digits; "
+                f"OpenAI allows at most {MAX_VALUE_LENGTH} characters"
+            )
+        text = int.__repr__(value)
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidReasoningInput(f"metadata[{key!r}]: {value!r} is not a finite number")
-        text = repr(value)
+            raise InvalidReasoningInput(f"metadata[{key!r}]: {float(value)!r} is not a finite number")
+        text = float.__repr__(value)
     elif isinstance(value, str):
-        text = value
+        text = str.__str__(value)
     else:
         raise InvalidReasoningInput(
             f"metadata[{key!r}]: values must be str, int, float, bool or None, not {type(value).__name__}"
         )
     if len(text) > MAX_VALUE_LENGTH:
         raise InvalidReasoningInput(
-            f"metadata[{key!r}]: value is {len(text)} characters; OpenAI allows at most {MAX_VALUE_LENGTH}"
+            f"metadata[{key!r}]: value is {len(text)} characters; OpenAI allows at most {MAX_VALUE_LENGTH} "
+            "(nothing is truncated: shorten it or send a reference)"
         )
     return text
 
@@ -91,8 +99,10 @@ def build_metadata(
             merged[key] = text
     added: list[str] = []
     for key, value in (defaults or {}).items():
-        if value is not None and key not in merged:
-            merged[_check_key(key)] = _coerce(key, value) or ""
+        text = _coerce(_check_key(key), value)
+        # An empty default (ARCANOS_CONFIRMATION_TOKEN="") means "not configured", not an empty value.
+        if text and key not in merged:
+            merged[key] = text
             added.append(key)
     for key, value in (identity or {}).items():
         text = _coerce(_check_key(key), value)
@@ -103,12 +113,14 @@ def build_metadata(
     if len(merged) > MAX_KEYS:
         overflow = list(merged)[MAX_KEYS]
         caller_keys = len(merged) - len(added)
-        detail = (
-            f"; {caller_keys} caller keys leave room for {max(MAX_KEYS - caller_keys, 0)} of the "
-            f"{len(added)} keys arcanos-flows adds ({', '.join(added)})"
-            if added
-            else ""
-        )
+        room = MAX_KEYS - caller_keys
+        detail = ""
+        if added and caller_keys <= MAX_KEYS:
+            detail = (
+                f"; {caller_keys} caller keys leave "
+                + ("no room" if room <= 0 else f"room for only {room}")
+                + f" for the {len(added)} key(s) arcanos-flows adds ({', '.join(added)})"
+            )
         raise InvalidReasoningInput(
             f"metadata[{overflow!r}]: {len(merged)} keys exceed OpenAI's limit of {MAX_KEYS}{detail}"
         )

@@ -20,11 +20,13 @@ _PATTERNS = re.compile(
     r"""
       \bsk-[A-Za-z0-9_\-]{8,}          # OpenAI keys: sk-..., sk-proj-..., sk-svcacct-...
     | \bwhsec_[A-Za-z0-9+/=]{8,}       # Standard Webhooks secrets
-    | (?<=Bearer\ )[^\s"',;]+          # Authorization header values
+    | (?P<bearer>\bBearer\s+)[^\s"',;]+  # Authorization header values ("Bearer  x", "bearer\tx" too)
     """,
     re.VERBOSE | re.IGNORECASE,
 )
 _MIN_SECRET_LENGTH = 6
+_MAX_DEPTH = 32
+_SHOWN_PREFIX_MIN_LENGTH = 12
 
 _lock = threading.Lock()
 _known: frozenset[str] = frozenset()
@@ -68,34 +70,53 @@ def redact(text: str) -> str:
     for secret in sorted(_known, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return _PATTERNS.sub(REDACTED, text)
+    return _PATTERNS.sub(_replace, text)
+
+
+def _replace(match: re.Match[str]) -> str:
+    return (match.group("bearer") or "") + REDACTED
 
 
 def redact_data(value: Any) -> Any:
     """Apply :func:`redact` to every string inside nested mappings and sequences (keys included).
 
+    Mappings become dicts and sequences lists; structures nested deeper than 32 levels (or
+    containing themselves) are replaced by a placeholder rather than passed through unredacted.
+
     Example:
         >>> redact_data({"note": "key sk-abcdefghijkl", "n": 1})
         {'note': 'key [REDACTED]', 'n': 1}
     """
+    return _redact_data(value, 0)
+
+
+def _redact_data(value: Any, depth: int) -> Any:
     if isinstance(value, str):
         return redact(value)
+    if isinstance(value, (Mapping, Sequence)) and not isinstance(value, (bytes, bytearray)) and depth >= _MAX_DEPTH:
+        return "[too deeply nested]"
     if isinstance(value, Mapping):
-        return {redact(str(key)): redact_data(item) for key, item in value.items()}
+        return {redact(str(key)): _redact_data(item, depth + 1) for key, item in value.items()}
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
-        return [redact_data(item) for item in value]
+        return [_redact_data(item, depth + 1) for item in value]
     return value
 
 
 def mask(secret: str | None) -> str:
-    """Show that a secret is set without showing it: ``sk-p…(51 chars)``.
+    """Show that a secret is set without showing it: ``sk-…(51 chars)``.
+
+    Secrets shorter than 12 characters show no prefix at all: three characters of a short secret
+    give too much away.
 
     Example:
         >>> mask("sk-proj-abcdefghijkl")
         'sk-…(20 chars)'
+        >>> mask("hunter2")
+        '…(7 chars)'
         >>> mask(None)
         '(not set)'
     """
     if not secret:
         return "(not set)"
-    return f"{secret[:3]}…({len(secret)} chars)"
+    prefix = secret[:3] if len(secret) >= _SHOWN_PREFIX_MIN_LENGTH else ""
+    return f"{prefix}…({len(secret)} chars)"

@@ -13,13 +13,13 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arcanos_flows.errors import ConfigurationError
-from arcanos_flows.redaction import register_secret
+from arcanos_flows.redaction import redact, register_secret
 
 __all__ = ["ArcanosSettings", "NotifierSettings", "default_incident_spool"]
 
@@ -49,21 +49,42 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _valid_port(parts: SplitResult) -> bool:
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError:
+        return False
+    return True
+
+
 def _env_file_from_environment() -> Path:
     named = os.environ.get(ENV_FILE_VARIABLE)
     if not named:
         return Path(".env")
     path = Path(named).expanduser()
-    if not path.is_file():
-        raise ConfigurationError(f"{ENV_FILE_VARIABLE}: {named} is not a readable file")
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ConfigurationError(
+            f"{ENV_FILE_VARIABLE}: {named} is not a readable file (fix the path, or unset {ENV_FILE_VARIABLE} "
+            "to read .env from the working directory)"
+        )
     return path
 
 
-def _describe(error: ValidationError) -> str:
+def _variable_names(settings_class: type[BaseSettings]) -> dict[str, str]:
+    # Errors name the environment variable even when the value came in as a keyword argument.
+    return {
+        name: field.validation_alias
+        for name, field in settings_class.model_fields.items()
+        if isinstance(field.validation_alias, str)
+    }
+
+
+def _describe(error: ValidationError, variables: dict[str, str]) -> str:
     missing: list[str] = []
     invalid: list[str] = []
     for detail in error.errors(include_input=False, include_url=False):
         variable = str(detail["loc"][0]) if detail["loc"] else "settings"
+        variable = variables.get(variable, variable)
         if detail["type"] == "missing":
             missing.append(variable)
         else:
@@ -77,7 +98,8 @@ def _describe(error: ValidationError) -> str:
             f"Missing required environment {noun}: {', '.join(missing)} (set {where} in the environment or in .env)"
         )
     parts.extend(invalid)
-    return "; ".join(parts)
+    # Messages never quote inputs, but a validator may echo part of a value (the model id): scrub keys.
+    return redact("; ".join(parts))
 
 
 class NotifierSettings(BaseSettings):
@@ -108,18 +130,28 @@ class NotifierSettings(BaseSettings):
     def __init__(self, **values: Any) -> None:
         if "_env_file" not in values:
             values["_env_file"] = _env_file_from_environment()
+        problem: str | None = None
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            # `from None`: pydantic's own message quotes the input, which may be a secret.
-            raise ConfigurationError(_describe(exc)) from None
+            problem = _describe(exc, _variable_names(type(self)))
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = f"could not read {values['_env_file']}: {type(exc).__name__} (is it a text .env file?)"
+        if problem is not None:
+            # Raised outside the `except`: pydantic's own message quotes the input, which may be a secret,
+            # so the ValidationError must not even ride along as __context__.
+            raise ConfigurationError(problem) from None
 
     def model_post_init(self, context: Any, /) -> None:
         """Register the secrets so that no log line or incident can show them."""
         for field in type(self).model_fields:
             value = getattr(self, field)
             if isinstance(value, SecretStr):
-                register_secret(value.get_secret_value())
+                secret = value.get_secret_value()
+                register_secret(secret)
+                if secret.startswith("whsec_"):
+                    # The signing key is the base64 part; a library error might show it without the prefix.
+                    register_secret(secret.removeprefix("whsec_").rstrip("="))
 
     @field_validator("maintenance_webhook")
     @classmethod
@@ -127,7 +159,7 @@ class NotifierSettings(BaseSettings):
         if url is None:
             return None
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname or not _valid_port(parts):
             raise ValueError("must be an https:// URL with a host")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials in the URL; sign deliveries with ARCANOS_WEBHOOK_SECRET")
@@ -201,6 +233,6 @@ class ArcanosSettings(NotifierSettings):
         if url is None:
             return None
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname or not _valid_port(parts):
             raise ValueError("must be an http(s):// URL with a host, e.g. https://api.openai.com/v1")
         return url.rstrip("/")

@@ -1,0 +1,89 @@
+"""Shared fixtures: loopback servers, isolated configuration, and settings pointing at them."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arcanos_flows.notifier import MaintenanceNotifier
+from arcanos_flows.settings import ArcanosSettings
+from arcanos_flows.testing import FakeOpenAIServer, WebhookReceiver
+
+API_KEY = "sk-test-arcanos-0123456789abcdefSECRET"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"arcanos-webhook-secret-32-bytes!").decode()
+MODEL = "ft:gpt-5.1-2025-11-13:arcanos::t1"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No test sees the developer's environment, .env file or spool."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("ARCANOS_", "OPENAI_")):
+            monkeypatch.delenv(name)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return work
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAIServer]:
+    """A fake OpenAI-compatible server on 127.0.0.1."""
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A webhook receiver on 127.0.0.1 that verifies Standard Webhooks signatures."""
+    with WebhookReceiver(secret=WEBHOOK_SECRET) as hook:
+        yield hook
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    """The incident spool folder of this test."""
+    return tmp_path / "spool"
+
+
+@pytest.fixture
+def make_settings(
+    openai_server: FakeOpenAIServer, receiver: WebhookReceiver, spool: Path
+) -> Callable[..., ArcanosSettings]:
+    """Build settings for the loopback servers; keyword arguments override fields."""
+
+    def make(**overrides: Any) -> ArcanosSettings:
+        values: dict[str, Any] = {
+            "openai_api_key": API_KEY,
+            "fine_tuned_model": MODEL,
+            "openai_base_url": openai_server.base_url,
+            "maintenance_webhook": receiver.url,
+            "webhook_secret": WEBHOOK_SECRET,
+            "incident_spool": spool,
+            "request_timeout": 5.0,
+            "max_retries": 2,
+            "_env_file": None,
+        }
+        values.update(overrides)
+        return ArcanosSettings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., ArcanosSettings]) -> ArcanosSettings:
+    """Settings pointing at the fake OpenAI server and the webhook receiver."""
+    return make_settings()
+
+
+@pytest.fixture
+def notifier(settings: ArcanosSettings) -> MaintenanceNotifier:
+    """A notifier with fast backoff, so retry tests take milliseconds."""
+    return MaintenanceNotifier(settings, backoff=0.01, source="arcanos_flows.client")
