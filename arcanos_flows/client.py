@@ -5,6 +5,7 @@ Works in a plain script or notebook; nothing here imports Prefect.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,7 @@ import httpx2
 import openai
 
 from arcanos_flows.errors import ConfigurationError, InvalidReasoningInput, ModelEnforcementError
-from arcanos_flows.incidents import Incident
+from arcanos_flows.incidents import Incident, attach_incident
 from arcanos_flows.messages import Message, check_messages, check_options, fingerprint
 from arcanos_flows.metadata import MetadataValue, build_metadata
 from arcanos_flows.notifier import MaintenanceNotifier
@@ -26,6 +27,7 @@ from arcanos_flows.upstream import Exchange, read_chat, read_responses, request_
 __all__ = ["ArcanosPythonClient", "model_matches"]
 
 SOURCE = "arcanos_flows.client"
+logger = logging.getLogger("arcanos_flows.client")
 _DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
@@ -55,10 +57,11 @@ def _refuse_retrying_exhausted_quota(response: httpx2.Response) -> None:
         return
     response.read()
     try:
-        code = response.json().get("error", {}).get("code")
+        error = response.json().get("error", {})
+        exhausted = "insufficient_quota" in (error.get("code"), error.get("type"))
     except (ValueError, AttributeError):
         return
-    if code == "insufficient_quota":
+    if exhausted:
         response.headers["x-should-retry"] = "false"
 
 
@@ -139,6 +142,7 @@ class ArcanosPythonClient:
         response_format: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         notify: bool = True,
+        identity: Mapping[str, str | None] | None = None,
         model: None = None,
     ) -> ReasoningResult:
         """Ask the enforced model one question.
@@ -151,7 +155,10 @@ class ArcanosPythonClient:
             max_output_tokens: Output budget, reasoning included.
             response_format: Chat Completions ``response_format`` (translated for the Responses API).
             timeout: Seconds per HTTP attempt, overriding ``ARCANOS_REQUEST_TIMEOUT``.
-            notify: Report failures through the notifier; ``False`` when the caller reports them.
+            notify: Report failures through the notifier; ``False`` when the caller reports them (the incident
+                is still built and attached to the exception, see :func:`arcanos_flows.incidents.attached_incident`).
+            identity: Metadata keys naming where the call runs (the Prefect layer passes run ids); they count
+                against the 16-key limit.
             model: Not accepted: every request uses ``ARCANOS_FINE_TUNED_MODEL``. Any value raises
                 :class:`ModelEnforcementError`.
 
@@ -184,7 +191,7 @@ class ArcanosPythonClient:
                 timeout=timeout,
             )
             request_metadata = build_metadata(
-                metadata, defaults={"confirmation_token": self.settings.confirmation_token}
+                metadata, defaults={"confirmation_token": self.settings.confirmation_token}, identity=identity
             )
             return self._complete(
                 checked,
@@ -195,9 +202,7 @@ class ArcanosPythonClient:
                 timeout=timeout,
             )
         except Exception as exc:
-            _scrub(exc)
-            if notify:
-                self._report(exc, messages, request_metadata)
+            self._handle_failure(exc, messages, request_metadata, notify=notify)
             raise
 
     def run_simple_prompt(
@@ -207,8 +212,11 @@ class ArcanosPythonClient:
         metadata: Mapping[str, MetadataValue] | None = None,
         system: str | None = None,
         notify: bool = True,
+        identity: Mapping[str, str | None] | None = None,
     ) -> ReasoningResult:
         """Ask one user-turn question, optionally with a system message.
+
+        Arguments other than ``text`` and ``system`` are those of :meth:`run_reasoning`.
 
         Example:
             >>> from arcanos_flows.testing import FakeOpenAIServer
@@ -223,12 +231,12 @@ class ArcanosPythonClient:
         if system is not None:
             messages.append({"role": "system", "content": system})
         if not isinstance(text, str) or not text.strip():
-            error = InvalidReasoningInput(f"text: must be a non-empty string, not {type(text).__name__}")
-            if notify:
-                self._report(error, None, None)
+            shown = "a blank string" if isinstance(text, str) else type(text).__name__
+            error = InvalidReasoningInput(f"text: must be a non-empty string, not {shown}")
+            self._handle_failure(error, None, None, notify=notify)
             raise error
         messages.append({"role": "user", "content": text})
-        return self.run_reasoning(messages, metadata=metadata, notify=notify)
+        return self.run_reasoning(messages, metadata=metadata, notify=notify, identity=identity)
 
     def _complete(
         self,
@@ -281,15 +289,28 @@ class ArcanosPythonClient:
             finish_reason=outcome.finish_reason,
             usage=outcome.usage,
             metadata=request_metadata,
-            stored=self.settings.store,
+            stored=body.get("store") is True,
             latency_ms=round(latency_ms, 3),
             attempts=exchange.attempts,
             api=api,
         )
 
-    def _report(self, error: Exception, messages: object, request_metadata: dict[str, str] | None) -> Incident:
+    def _handle_failure(
+        self, error: Exception, messages: object, request_metadata: dict[str, str] | None, *, notify: bool
+    ) -> None:
+        # Whatever goes wrong while scrubbing or reporting, the caller must still get the original exception.
+        try:
+            _scrub(error)
+            incident = self._incident(error, messages, request_metadata)
+            attach_incident(error, incident)
+            if notify:
+                self.notifier.notify(incident)
+        except Exception as problem:
+            logger.error("Could not report %s: %s", type(error).__name__, redact(str(problem)))
+
+    def _incident(self, error: Exception, messages: object, request_metadata: dict[str, str] | None) -> Incident:
         count, digest = fingerprint(messages)
-        incident = Incident.from_exception(
+        return Incident.from_exception(
             error,
             source=SOURCE,
             model=self.model,
@@ -298,7 +319,6 @@ class ArcanosPythonClient:
             messages_sha256=digest,
             context={"api": self.settings.openai_api},
         )
-        return self.notifier.notify(incident)
 
 
 def _configured_or_printing_notifier() -> MaintenanceNotifier:

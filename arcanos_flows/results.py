@@ -54,7 +54,8 @@ class ReasoningResult(BaseModel):
         usage: Tokens spent.
         metadata: The audit metadata of the request, exactly as sent (or as it would have been sent,
             with ``stored=False``).
-        stored: Whether the request asked OpenAI to store it with its metadata (``ARCANOS_STORE``).
+        stored: Whether the request asked OpenAI to store it (``store=true``, sent with the metadata
+            when ``ARCANOS_STORE`` is true and there is metadata to send).
         latency_ms: Wall time of the call including SDK retries, in milliseconds.
         attempts: HTTP attempts the call took (1 without retries).
         api: ``chat`` or ``responses``.
@@ -64,6 +65,8 @@ class ReasoningResult(BaseModel):
         ...                          response_id="chatcmpl-1", api="chat")
         >>> result["content"]
         'Three layers.'
+        >>> "content" in result, result.get("missing", "n/a")
+        (True, 'n/a')
     """
 
     model_config = ConfigDict(frozen=True)
@@ -85,6 +88,10 @@ class ReasoningResult(BaseModel):
         if key not in type(self).model_fields:
             raise KeyError(key)
         return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        """``"content" in result`` is true, as it was for the original module's dict result."""
+        return isinstance(key, str) and key in type(self).model_fields
 
     def get(self, key: str, default: Any = None) -> Any:
         """Read a field by name with a default, like ``dict.get``."""

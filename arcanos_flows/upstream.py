@@ -87,7 +87,8 @@ def request_body(
     if api == "chat":
         body["messages"] = [dict(message) for message in messages]
     else:
-        body["input"] = [dict(message) for message in messages]
+        # Responses input messages have no `name`; the API rejects unknown fields, so it is not sent.
+        body["input"] = [{"role": message["role"], "content": message["content"]} for message in messages]
     if metadata:
         body["metadata"] = dict(metadata)
         body["store"] = True
@@ -272,6 +273,11 @@ def read_responses(raw: bytes, content_type: str, exchange: Exchange) -> tuple[s
     facts = {"request_id": exchange.request_id, "http_status": exchange.http_status, "attempts": exchange.attempts}
     if body.status == "incomplete":
         reason = (body.incomplete_details and body.incomplete_details.reason) or "unknown"
+        if reason == "content_filter":
+            # The same event Chat Completions reports as finish_reason=content_filter: a refusal, not a budget.
+            return body.model, RefusalError(
+                f"response {body.id}: the content filter withheld the answer", refusal=None, **facts
+            )
         return body.model, IncompleteCompletionError(
             f"response {body.id} is incomplete ({reason}); raise max_output_tokens or lower reasoning_effort",
             **facts,
