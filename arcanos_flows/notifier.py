@@ -9,8 +9,11 @@ never raises.
 from __future__ import annotations
 
 import email.utils
+import enum
 import logging
+import math
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,6 +35,16 @@ __all__ = ["FlushReport", "MaintenanceNotifier"]
 logger = logging.getLogger("arcanos_flows.notifier")
 
 MAX_RETRY_AFTER_SECONDS = 30.0
+# Rejections of one incident's payload: the endpoint works, so the rest of the backlog still goes.
+_INCIDENT_REJECTIONS = frozenset({400, 413, 422})
+# One line per incident even when threads print at once (print() writes text and newline separately).
+_stdout_lock = threading.Lock()
+
+
+class _Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    REJECTED = "rejected"  # this incident was refused; others may still go through
+    FAILED = "failed"  # the endpoint is unreachable, overloaded, moved or gone: stop for now
 
 
 @dataclass(frozen=True)
@@ -48,13 +61,32 @@ class FlushReport:
 
 
 def _retry_after(value: str | None) -> float | None:
-    if not value:
+    """Seconds a ``Retry-After`` header asks for, or ``None`` when absent or unparseable.
+
+    Example:
+        >>> _retry_after("2"), _retry_after("-5"), _retry_after("soon"), _retry_after("nan")
+        (2.0, 0.0, None, None)
+        >>> _retry_after("Wed, 21 Oct 2015 07:28:00 GMT")
+        0.0
+    """
+    if not value or not value.strip():
         return None
+    value = value.strip()
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        moment = email.utils.parsedate_to_datetime(value) if value else None
-        return max((moment - datetime.now(timezone.utc)).total_seconds(), 0.0) if moment else None
+        pass
+    else:
+        # "nan" and "inf" parse as floats; a receiver's garbage must never reach time.sleep().
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        # RFC 5322 "-0000" yields a naive datetime; HTTP dates are always GMT.
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max((moment - datetime.now(timezone.utc)).total_seconds(), 0.0)
 
 
 def _shown(url: str) -> str:
@@ -69,7 +101,7 @@ class MaintenanceNotifier:
     Args:
         settings: Webhook, secret and spool; read from the environment and ``.env`` when omitted
             (no API key or model is needed).
-        max_attempts: HTTP attempts per delivery (connection errors, 429 and 5xx are retried).
+        max_attempts: HTTP attempts per delivery (connection errors, 408, 429 and 5xx are retried).
         backoff: First wait between attempts in seconds; doubles each time.
         source: The ``source`` field of incidents built here from exceptions.
 
@@ -92,7 +124,7 @@ class MaintenanceNotifier:
     ) -> None:
         self.settings = settings if settings is not None else NotifierSettings()
         self.max_attempts = max(1, max_attempts)
-        self.backoff = backoff
+        self.backoff = max(0.0, backoff)
         self.source = source
         self.outbox = Outbox(self.settings.incident_spool)
         secret = self.settings.webhook_secret
@@ -116,6 +148,9 @@ class MaintenanceNotifier:
     def notify(self, error: BaseException | Incident, /, **context: Any) -> Incident:
         """Report a failure; never raises.
 
+        With a webhook, the incident is spooled, then delivered together with any backlog; without
+        one it is printed to stdout as one JSON line.
+
         Args:
             error: The exception (classified into an incident) or a ready :class:`Incident`.
             **context: Added to the incident's ``context`` (Prefect run ids, step names, ...).
@@ -123,14 +158,16 @@ class MaintenanceNotifier:
         Returns:
             The incident that was delivered, spooled or printed.
         """
-        try:
-            incident = self._incident(error, context)
-        except Exception as exc:
-            incident = Incident.from_exception(exc, source="arcanos_flows.notifier")
+        incident = self._incident(error, context)
         try:
             self._dispatch(incident)
         except Exception as exc:
-            logger.error("Could not dispatch incident %s: %s", incident.incident_id, redact(str(exc)))
+            logger.error(
+                "Could not dispatch incident %s (%s): %s; printed it to stdout instead.",
+                incident.incident_id,
+                incident.incident_class,
+                redact(str(exc)),
+            )
             self._print(incident)
         return incident
 
@@ -141,51 +178,89 @@ class MaintenanceNotifier:
             >>> MaintenanceNotifier.to_stdout().flush()
             FlushReport(delivered=0, remaining=0)
         """
-        if self.webhook_url is None:
-            return FlushReport(delivered=0, remaining=len(self.outbox.paths()))
+        delivered = 0
+        if self.webhook_url is not None:
+            try:
+                delivered = self._drain(self.outbox.paths())
+            except Exception as exc:
+                logger.error("Flushing the incident spool (%s) failed: %s", self.outbox.directory, redact(str(exc)))
         try:
-            delivered = self._drain(self.outbox.paths())
-        except Exception as exc:
-            logger.error("Flushing the incident spool failed: %s", redact(str(exc)))
-            delivered = 0
-        return FlushReport(delivered=delivered, remaining=len(self.outbox.paths()))
+            remaining = len(self.outbox.paths())
+        except OSError as exc:
+            logger.error("Cannot read the incident spool (%s): %s", self.outbox.directory, redact(str(exc)))
+            remaining = 0
+        return FlushReport(delivered=delivered, remaining=remaining)
 
     def pending(self) -> list[Incident]:
         """Incidents waiting in the spool, oldest first."""
         return self.outbox.pending()
 
     def _incident(self, error: BaseException | Incident, context: dict[str, Any]) -> Incident:
+        # Each fallback keeps as much of the original failure as it can: the caller's context is
+        # the least important part, the fact that something failed the most.
+        try:
+            if isinstance(error, Incident):
+                if not context:
+                    return error
+                return Incident.model_validate({**error.model_dump(), "context": {**error.context, **context}})
+            return Incident.from_exception(error, source=self.source, context=context)
+        except Exception as exc:
+            logger.error("Could not build the incident with its context: %s", redact(str(exc)))
         if isinstance(error, Incident):
-            if not context:
-                return error
-            return Incident.model_validate({**error.model_dump(), "context": {**error.context, **context}})
-        return Incident.from_exception(error, source=self.source, context=context)
+            return error
+        try:
+            return Incident.from_exception(error, source=self.source)
+        except Exception as exc:
+            return Incident.from_exception(exc, source="arcanos_flows.notifier")
 
     def _dispatch(self, incident: Incident) -> None:
         if self.webhook_url is None:
             self._print(incident)
             return
-        path = self.outbox.put(incident)
+        try:
+            path = self.outbox.put(incident)
+        except Exception as exc:
+            # Without the write-ahead copy a crash would lose it: print it (a durable record in
+            # any log collector) and still try to deliver it once.
+            logger.error(
+                "Could not write incident %s to the spool (%s): %s. Printed it to stdout; delivering it "
+                "without a spool copy. Fix ARCANOS_INCIDENT_SPOOL so incidents survive a crash.",
+                incident.incident_id,
+                self.outbox.directory,
+                redact(str(exc)),
+            )
+            self._print(incident)
+            try:
+                self._deliver(incident)
+            except Exception as delivery_error:
+                logger.error("Delivering incident %s failed: %s", incident.incident_id, redact(str(delivery_error)))
+            return
         self._drain([path, *(other for other in self.outbox.paths() if other != path)])
 
     def _drain(self, paths: list[Path]) -> int:
+        # In order, stopping at the first endpoint failure (no point hammering a dead receiver); a
+        # rejection of one incident's payload (400/413/422) does not hold back the ones behind it.
         delivered = 0
         for path in paths:
             with self.outbox.claim(path) as incident:
                 if incident is None:
                     continue
-                if not self._deliver(incident):
+                outcome = self._deliver(incident)
+                if outcome is _Outcome.DELIVERED:
+                    self.outbox.done(incident)
+                    delivered += 1
+                elif outcome is _Outcome.FAILED:
                     break
-                self.outbox.done(incident)
-                delivered += 1
         self.outbox.remove_stale_temporaries()
         return delivered
 
-    def _deliver(self, incident: Incident) -> bool:
+    def _deliver(self, incident: Incident) -> _Outcome:
         assert self.webhook_url is not None
         body = incident.to_json()
         where = _shown(self.webhook_url)
+        spooled = f"it stays in the spool ({self.outbox.directory})"
         problem = "no attempt made"
+        attempt = 0
         for attempt in range(1, self.max_attempts + 1):
             wait = self.backoff * 2 ** (attempt - 1)
             try:
@@ -199,13 +274,14 @@ class MaintenanceNotifier:
                     status = response.status_code
                     retry_after = _retry_after(response.headers.get("Retry-After"))
             except requests.RequestException as exc:
-                problem = f"{type(exc).__name__}"
+                # Only the exception type: its text repeats the URL, which may embed a token.
+                problem = type(exc).__name__
             else:
                 if 200 <= status < 300:
                     logger.info(
                         "Delivered incident %s (%s) to %s", incident.incident_id, incident.incident_class, where
                     )
-                    return True
+                    return _Outcome.DELIVERED
                 if status == 410:
                     logger.error(
                         "Maintenance webhook %s answered 410 Gone: the endpoint no longer exists. Incident %s "
@@ -214,8 +290,8 @@ class MaintenanceNotifier:
                         incident.incident_id,
                         self.outbox.directory,
                     )
-                    return False
-                if status in (429, 408) or status >= 500:
+                    return _Outcome.FAILED
+                if status in (408, 429) or status >= 500:
                     problem = f"HTTP {status}"
                     if retry_after is not None:
                         if retry_after > MAX_RETRY_AFTER_SECONDS:
@@ -227,27 +303,27 @@ class MaintenanceNotifier:
                 else:
                     kind = "a redirect, which is not followed" if 300 <= status < 400 else "a rejection"
                     logger.error(
-                        "Maintenance webhook %s answered HTTP %s to incident %s (%s); it stays in the spool (%s).",
+                        "Maintenance webhook %s answered HTTP %s to incident %s (%s); %s.",
                         where,
                         status,
                         incident.incident_id,
                         kind,
-                        self.outbox.directory,
+                        spooled,
                     )
-                    return False
+                    return _Outcome.REJECTED if status in _INCIDENT_REJECTIONS else _Outcome.FAILED
             if attempt < self.max_attempts:
                 time.sleep(wait)
         logger.warning(
-            "Could not deliver incident %s (%s) to %s: %s after %d attempt(s); it stays in the spool (%s) "
-            "and is delivered by the next successful notify or by `arcanos-flows incidents flush`.",
+            "Could not deliver incident %s (%s) to %s: %s after %d attempt(s); %s and is delivered by the "
+            "next successful notify() or by flush().",
             incident.incident_id,
             incident.incident_class,
             where,
             problem,
             attempt,
-            self.outbox.directory,
+            spooled,
         )
-        return False
+        return _Outcome.FAILED
 
     def _headers(self, incident: Incident, body: str) -> dict[str, str]:
         # A fresh timestamp per attempt: a replay from the spool days later must still verify.
@@ -264,4 +340,12 @@ class MaintenanceNotifier:
 
     @staticmethod
     def _print(incident: Incident) -> None:
-        print(incident.to_json(), file=sys.stdout, flush=True)
+        # One write per line, under a lock, so concurrent incidents never interleave; a closed or
+        # missing stdout must not turn notify() into a raiser.
+        line = incident.to_json() + "\n"
+        try:
+            with _stdout_lock:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        except Exception as exc:
+            logger.error("Could not print incident %s to stdout: %s", incident.incident_id, redact(str(exc)))

@@ -48,7 +48,7 @@ class Outbox:
     """
 
     def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory).expanduser()
 
     def path_for(self, incident_id: uuid.UUID) -> Path:
         """Where the incident with this id waits."""
@@ -79,8 +79,8 @@ class Outbox:
         """Spooled incident files, oldest first."""
         try:
             entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
-            return []
+        except (FileNotFoundError, NotADirectoryError):
+            return []  # nothing was ever spooled there (a misconfigured spool is reported by put)
         found: list[tuple[float, str]] = []
         for entry in entries:
             if entry.name.endswith(_SUFFIX) and not entry.name.startswith("."):
@@ -92,10 +92,15 @@ class Outbox:
         """The incidents waiting, oldest first (unreadable files are skipped and logged)."""
         incidents = []
         for path in self.paths():
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 incident = self._read(path)
-                if incident is not None:
-                    incidents.append(incident)
+            except FileNotFoundError:
+                continue  # delivered meanwhile
+            except OSError as exc:
+                logger.error("Cannot read spooled incident %s: %s", path, exc)
+                continue
+            if incident is not None:
+                incidents.append(incident)
         return incidents
 
     @contextlib.contextmanager
@@ -111,10 +116,19 @@ class Outbox:
         except FileNotFoundError:
             yield None
             return
+        except OSError as exc:
+            # One unreadable entry (a folder, a file of another user) must not block the whole queue.
+            logger.error("Cannot open spooled incident %s: %s; skipping it", path, exc)
+            yield None
+            return
         with handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                yield None
+                return
+            except OSError as exc:
+                logger.error("Cannot lock spooled incident %s: %s; skipping it", path, exc)
                 yield None
                 return
             if os.fstat(handle.fileno()).st_nlink == 0:
@@ -130,14 +144,48 @@ class Outbox:
         self._sync_directory()
 
     def remove_stale_temporaries(self) -> None:
-        """Delete temp files left by a process killed mid-write (they never became incidents)."""
+        """Clean up temp files left by a process killed in :meth:`put`; fresh ones are left alone.
+
+        A temp file older than an hour belongs to a dead writer (a live one renames it within
+        milliseconds). If it holds a complete incident (killed between fsync and rename) the
+        incident is recovered into the spool; otherwise the partial file is deleted.
+        """
         cutoff = time.time() - _STALE_TEMP_SECONDS
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.directory):
-                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                    with contextlib.suppress(FileNotFoundError):
-                        if entry.stat().st_mtime < cutoff:
-                            os.unlink(entry.path)
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return
+        for entry in entries:
+            if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    self._recover_or_delete(Path(entry.path))
+
+    def _recover_or_delete(self, temp: Path) -> None:
+        with open(temp, "rb") as handle:
+            # Locked like a claim: the recovered file is a hard link to this same inode, so no
+            # deliverer can take it before the temp name is gone, and a second cleaner that opened
+            # the temp meanwhile finds it unlinked (or its name gone) and does nothing.
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            if os.fstat(handle.fileno()).st_nlink == 0:
+                return
+            try:
+                incident: Incident | None = Incident.model_validate_json(handle.read())
+            except ValidationError:
+                incident = None
+            if incident is not None:
+                # link() never replaces: an incident already spooled under this id keeps its file.
+                with contextlib.suppress(FileExistsError):
+                    os.link(temp, self.path_for(incident.incident_id))
+                    logger.warning(
+                        "Recovered incident %s from an interrupted write (%s)", incident.incident_id, temp.name
+                    )
+            os.unlink(temp)
+        self._sync_directory()
 
     def _read(self, path: Path) -> Incident | None:
         return self._parse(path, path.read_bytes())
