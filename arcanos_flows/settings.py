@@ -199,7 +199,9 @@ class ArcanosSettings(NotifierSettings):
         confirmation_token: ``ARCANOS_CONFIRMATION_TOKEN``: added to every request's metadata.
         store: ``ARCANOS_STORE``: send metadata with ``store=true`` (default) or keep it local.
         request_timeout: ``ARCANOS_REQUEST_TIMEOUT``: seconds per HTTP attempt.
-        max_retries: ``ARCANOS_MAX_RETRIES``: SDK retries after the first attempt.
+        max_retries: ``ARCANOS_MAX_RETRIES``: SDK retries after the first attempt (plain client only).
+        task_retries: ``ARCANOS_TASK_RETRIES``: Prefect retries of a reasoning step on transient failures.
+        task_retry_delay: ``ARCANOS_TASK_RETRY_DELAY``: first Prefect retry delay in seconds (doubles each time).
 
     Example:
         >>> settings = ArcanosSettings(
@@ -219,6 +221,8 @@ class ArcanosSettings(NotifierSettings):
     store: bool = Field(True, validation_alias="ARCANOS_STORE")
     request_timeout: float = Field(120.0, gt=0, le=3600, validation_alias="ARCANOS_REQUEST_TIMEOUT")
     max_retries: int = Field(2, ge=0, le=10, validation_alias="ARCANOS_MAX_RETRIES")
+    task_retries: int = Field(3, ge=0, le=10, validation_alias="ARCANOS_TASK_RETRIES")
+    task_retry_delay: float = Field(2.0, ge=0, le=600, validation_alias="ARCANOS_TASK_RETRY_DELAY")
 
     @field_validator("fine_tuned_model")
     @classmethod

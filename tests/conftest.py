@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,6 @@ MODEL = "ft:gpt-5.1-2025-11-13:arcanos::t1"
 @pytest.fixture(autouse=True)
 def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No test sees the developer's environment, .env file or spool."""
-    import os
 
     for name in list(os.environ):
         if name.startswith(("ARCANOS_", "OPENAI_")):
@@ -87,3 +87,40 @@ def settings(make_settings: Callable[..., ArcanosSettings]) -> ArcanosSettings:
 def notifier(settings: ArcanosSettings) -> MaintenanceNotifier:
     """A notifier with fast backoff, so retry tests take milliseconds."""
     return MaintenanceNotifier(settings, backoff=0.01, source="arcanos_flows.client")
+
+
+# Prefect: one temporary server per test session (its first start takes ~20 s here), and no telemetry to the internet.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect server and database shared by every Prefect test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def arcanos_env(
+    monkeypatch: pytest.MonkeyPatch,
+    openai_server: FakeOpenAIServer,
+    receiver: WebhookReceiver,
+    spool: Path,
+) -> dict[str, str]:
+    """Environment variables that point tasks, hooks and flows at the loopback servers (no task retry delay)."""
+    values = {
+        "OPENAI_API_KEY": API_KEY,
+        "ARCANOS_FINE_TUNED_MODEL": MODEL,
+        "OPENAI_BASE_URL": openai_server.base_url,
+        "ARCANOS_MAINTENANCE_WEBHOOK": receiver.url,
+        "ARCANOS_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ARCANOS_INCIDENT_SPOOL": str(spool),
+        "ARCANOS_REQUEST_TIMEOUT": "5",
+        "ARCANOS_TASK_RETRY_DELAY": "0",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
