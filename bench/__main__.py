@@ -10,7 +10,7 @@ from ._common import Row, fake_openai_process, print_table
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run that only proves the bench works")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run proving the bench works")
     parser.add_argument(
         "--repeats", type=int, default=None, help="runs per scenario (median quoted); default 5, quick 2"
     )
