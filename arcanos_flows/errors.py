@@ -8,11 +8,14 @@ Callers catch by meaning (``except ModelEnforcementError``) the way they catch t
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import openai
+if TYPE_CHECKING:
+    import openai
+
 
 __all__ = [
     "TRANSIENT_CLASSES",
@@ -268,6 +271,12 @@ def classify(error: BaseException) -> Classification:
     """
     if isinstance(error, ArcanosError):
         return Classification(error.incident_class, error.http_status, error.request_id, error.attempts)
+    if isinstance(error, json.JSONDecodeError):
+        return Classification(IncidentClass.INVALID_RESPONSE)
+    # An SDK exception implies the SDK is loaded: classifying never pays for importing it (the CLI's fast path).
+    openai = sys.modules.get("openai")
+    if openai is None:
+        return Classification(IncidentClass.UNKNOWN)
     if isinstance(error, openai.APITimeoutError):
         return Classification(IncidentClass.TIMEOUT, attempts=_attempts_of(error))
     if isinstance(error, openai.APIConnectionError):
@@ -293,8 +302,6 @@ def classify(error: BaseException) -> Classification:
             error.response.headers.get("x-request-id"),
             _attempts_of(error),
         )
-    if isinstance(error, json.JSONDecodeError):
-        return Classification(IncidentClass.INVALID_RESPONSE)
     if isinstance(error, openai.LengthFinishReasonError):
         return Classification(IncidentClass.INCOMPLETE_COMPLETION)
     if isinstance(error, openai.ContentFilterFinishReasonError):
