@@ -72,6 +72,24 @@ class ArcanosCredentials(Block):
                     values[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
         return ArcanosSettings(**values)
 
+    def get_notifier_settings(self) -> NotifierSettings:
+        """Webhook settings from this block (unset fields from the environment and ``.env``); no API key needed.
+
+        Raises:
+            ConfigurationError: A webhook setting is invalid.
+
+        Example:
+            ::
+
+                notifier = MaintenanceNotifier(ArcanosCredentials.load("arcanos").get_notifier_settings())
+        """
+        values: dict[str, Any] = {}
+        if self.maintenance_webhook:
+            values["maintenance_webhook"] = self.maintenance_webhook
+        if self.webhook_secret is not None:
+            values["webhook_secret"] = self.webhook_secret.get_secret_value()
+        return NotifierSettings(**values)
+
 
 def resolve_settings(credentials: ArcanosCredentials | None = None) -> ArcanosSettings:
     """The settings a task uses: the given block, else the block named by ``ARCANOS_CREDENTIALS_BLOCK``, else the env.
@@ -96,15 +114,17 @@ def load_notifier_settings() -> NotifierSettings:
     """The notifier settings of this process: webhook and secret from the named block, else the environment.
 
     Needs no API key or model, so hooks can report even when the reasoning settings are broken.
+
+    Raises:
+        ConfigurationError: The named block cannot be loaded, or a webhook setting is invalid.
+
+    Example:
+        With ``ARCANOS_CREDENTIALS_BLOCK=arcanos`` set on the worker::
+
+            load_notifier_settings().maintenance_webhook   # the block's webhook
     """
     block = _named_block()
-    values: dict[str, Any] = {}
-    if block is not None:
-        if block.maintenance_webhook:
-            values["maintenance_webhook"] = block.maintenance_webhook
-        if block.webhook_secret is not None:
-            values["webhook_secret"] = block.webhook_secret.get_secret_value()
-    return NotifierSettings(**values)
+    return block.get_notifier_settings() if block is not None else NotifierSettings()
 
 
 def _named_block() -> ArcanosCredentials | None:
@@ -112,11 +132,16 @@ def _named_block() -> ArcanosCredentials | None:
     if not block_name:
         return None
     try:
-        loaded = ArcanosCredentials.load(block_name)
-    except (ValueError, RuntimeError) as exc:
+        # `_sync=True`: hooks of async flows and the runner call this with an event loop running, where `load`
+        # would otherwise return a coroutine.
+        loaded = ArcanosCredentials.load(block_name, _sync=True)
+    except Exception as exc:
+        # Not found (ValueError), Prefect API unreachable or refusing: the process cannot get its settings.
         raise ConfigurationError(
             f"{CREDENTIALS_BLOCK_VARIABLE}: cannot load the arcanos-credentials block {block_name!r} "
-            f"({type(exc).__name__}); create it with ArcanosCredentials(...).save({block_name!r})"
+            f"({type(exc).__name__}); create it with ArcanosCredentials(...).save({block_name!r}) on the Prefect "
+            f"server this process uses, or unset {CREDENTIALS_BLOCK_VARIABLE}"
         ) from None
-    assert isinstance(loaded, ArcanosCredentials)
+    if not isinstance(loaded, ArcanosCredentials):
+        raise ConfigurationError(f"{CREDENTIALS_BLOCK_VARIABLE}: {block_name!r} is not an arcanos-credentials block")
     return loaded

@@ -28,6 +28,16 @@ def emit_incident_event(incident: Incident) -> bool:
 
     Returns:
         Whether an event was handed to Prefect's events client (``False`` outside any Prefect API).
+
+    Example:
+        Find a run's incidents, as the automation relay does::
+
+            from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+            EventFilter(
+                event=EventNameFilter(prefix=["arcanos.incident."]),
+                related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+            )
     """
     context = incident.context
     related: list[dict[str, str]] = []

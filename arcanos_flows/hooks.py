@@ -34,7 +34,7 @@ from arcanos_flows.errors import ConfigurationError, IncidentClass, classify
 from arcanos_flows.events import emit_incident_event
 from arcanos_flows.incidents import Incident, attached_incident
 from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.runs import incident_id_for, run_context
+from arcanos_flows.runs import incident_id_for, run_context, state_exception
 from arcanos_flows.settings import NotifierSettings
 
 __all__ = [
@@ -62,7 +62,17 @@ def bind_notifier(task_run_id: uuid.UUID, notifier: MaintenanceNotifier | None) 
     """Make :func:`task_on_failure` report this task run through ``notifier`` (``None`` unbinds).
 
     The reasoning tasks bind the notifier of the settings they ran with, so a task given explicit
-    credentials reports to the webhook of those credentials.
+    credentials reports to the webhook of those credentials. The hook unbinds it when it reports.
+
+    Example:
+        Inside your own task, send its failure to another webhook::
+
+            from prefect import runtime, task
+
+            @task(on_failure=[task_on_failure])
+            def fetch():
+                bind_notifier(uuid.UUID(runtime.task_run.id), MaintenanceNotifier(other_settings))
+                ...
     """
     with _lock:
         if notifier is None:
@@ -72,7 +82,16 @@ def bind_notifier(task_run_id: uuid.UUID, notifier: MaintenanceNotifier | None) 
 
 
 def environment_notifier() -> MaintenanceNotifier:
-    """The notifier configured for this process: the credentials block or environment, else stdout."""
+    """The notifier configured for this process: the credentials block or environment, else stdout.
+
+    The webhook and secret come from the block named by ``ARCANOS_CREDENTIALS_BLOCK`` when set, else from
+    the environment and ``.env``; a configuration problem is logged and incidents are printed instead.
+
+    Example:
+        ::
+
+            environment_notifier().webhook_url   # 'https://maintenance.example.com/incidents'
+    """
     from arcanos_flows.credentials import load_notifier_settings
 
     try:
@@ -87,25 +106,34 @@ def report(incident: Incident, notifier: MaintenanceNotifier | None = None) -> I
     """Deliver a run incident (webhook or stdout, spooled when undeliverable) and emit its Prefect event.
 
     Never raises.
+
+    Args:
+        incident: The incident, its ``context`` naming the runs it concerns.
+        notifier: Where to deliver it; :func:`environment_notifier` when omitted.
+
+    Returns:
+        The incident as delivered, spooled or printed.
+
+    Example:
+        ::
+
+            report(Incident(incident_class="degraded", reason="synthesis is partial", error_type="my_flow",
+                            context=run_context()))
     """
     delivered = (notifier or environment_notifier()).notify(incident)
     emit_incident_event(delivered)
-    flow_run_id = delivered.context.get("flow_run_id")
-    if flow_run_id:
-        with _lock:
-            _reported_in_flow_run.setdefault(str(flow_run_id), set()).add(delivered.incident_id)
-            _reported_in_flow_run.move_to_end(str(flow_run_id))
-            while len(_reported_in_flow_run) > _REMEMBERED_FLOW_RUNS:
-                _reported_in_flow_run.popitem(last=False)
     return delivered
 
 
-def _exception_of(state: State) -> BaseException | None:
-    try:
-        outcome = state.result(raise_on_failure=False)
-    except Exception as exc:
-        return exc
-    return outcome if isinstance(outcome, BaseException) else None
+def _remember_task_failure(incident: Incident) -> None:
+    # Only failed tasks are root causes the flow may fail on; a `degraded` notification is not one.
+    flow_run_id = incident.context.get("flow_run_id")
+    if flow_run_id:
+        with _lock:
+            _reported_in_flow_run.setdefault(str(flow_run_id), set()).add(incident.incident_id)
+            _reported_in_flow_run.move_to_end(str(flow_run_id))
+            while len(_reported_in_flow_run) > _REMEMBERED_FLOW_RUNS:
+                _reported_in_flow_run.popitem(last=False)
 
 
 def _reported_id(error: BaseException | None) -> Any:
@@ -136,7 +164,7 @@ def task_on_failure(task: Task[Any, Any], task_run: TaskRun, state: State) -> No
     try:
         with _lock:
             notifier = _task_notifiers.pop(task_run.id, None)
-        error = _exception_of(state)
+        error = state_exception(state)
         base = attached_incident(error) if error is not None else None
         if base is None:
             base = (
@@ -157,7 +185,9 @@ def task_on_failure(task: Task[Any, Any], task_run: TaskRun, state: State) -> No
                 "context": context,
             }
         )
-        _mark(error, report(incident, notifier))
+        delivered = report(incident, notifier)
+        _mark(error, delivered)
+        _remember_task_failure(delivered)
     except Exception:
         logger.exception("arcanos-flows could not report the failure of task run %s", getattr(task_run, "id", "?"))
 
@@ -194,7 +224,7 @@ def flow_on_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> No
         ... def nightly(): ...
     """
     try:
-        error = _exception_of(state)
+        error = state_exception(state)
         already = _reported_id(error)
         if already is None and (error is None or type(error).__module__.startswith("prefect")):
             # The flow failed on failed task states it did not raise itself: the tasks reported them.

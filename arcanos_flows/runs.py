@@ -17,6 +17,7 @@ __all__ = [
     "incident_id_for",
     "request_identity",
     "run_context",
+    "state_exception",
     "ui_url_for",
 ]
 
@@ -40,8 +41,36 @@ def incident_id_for(
     return uuid.uuid5(INCIDENT_NAMESPACE, f"{flow_run_id or '-'}/{task_run_id or '-'}/{incident_class}")
 
 
+def state_exception(state: State) -> BaseException | None:
+    """The exception a failed or crashed state holds, or ``None``; works in sync and async runs alike.
+
+    Prefect's ``State.result`` returns a coroutine when called from an async flow or task, so hooks and
+    ``retry_condition_fn`` of async runs would otherwise see no exception at all.
+
+    Example:
+        >>> from prefect.states import Failed
+        >>> state_exception(Failed(data=TimeoutError("upstream slow")))
+        TimeoutError('upstream slow')
+    """
+    data = getattr(state, "data", None)
+    if isinstance(data, BaseException):
+        return data
+    try:
+        outcome = state.result(raise_on_failure=False, _sync=True)  # type: ignore[call-arg]
+    except Exception as exc:
+        return exc
+    return outcome if isinstance(outcome, BaseException) else None
+
+
 def ui_url_for(flow_run_id: uuid.UUID | str) -> str | None:
-    """A link to the flow run in the Prefect UI, when ``PREFECT_UI_URL`` (or an API URL it derives from) is set."""
+    """A link to the flow run in the Prefect UI, when ``PREFECT_UI_URL`` (or an API URL it derives from) is set.
+
+    Example:
+        >>> from prefect.settings import PREFECT_UI_URL, temporary_settings
+        >>> with temporary_settings({PREFECT_UI_URL: "https://prefect.example.com"}):
+        ...     ui_url_for("0d6c2a7e-5d2e-4e8f-9d0b-6c3a1f2e4b5c")
+        'https://prefect.example.com/runs/flow-run/0d6c2a7e-5d2e-4e8f-9d0b-6c3a1f2e4b5c'
+    """
     base = get_current_settings().ui_url
     return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
 
@@ -70,6 +99,10 @@ def request_identity() -> dict[str, str]:
     Returns:
         ``prefect.flow_run_id``, ``prefect.task_run_id``, ``prefect.flow`` and ``prefect.deployment`` (those that
         apply); empty outside Prefect.
+
+    Example:
+        >>> request_identity()  # outside any flow or task run
+        {}
     """
     identity: dict[str, str] = {}
     flow_context = FlowRunContext.get()
@@ -96,7 +129,15 @@ def run_context(
     state: State | None = None,
     flow_name: str | None = None,
 ) -> dict[str, Any]:
-    """The Prefect context an incident carries: run ids and names, deployment, attempts, final state, UI link."""
+    """The Prefect context an incident carries: run ids and names, deployment, attempts, final state, UI link.
+
+    Without arguments it describes the current flow run, if any.
+
+    Example:
+        >>> from prefect.states import Crashed
+        >>> run_context(state=Crashed(message="process killed"), flow_name="arcanos-research")
+        {'flow_name': 'arcanos-research', 'final_state': 'Crashed', 'state_message': 'process killed'}
+    """
     if flow_run is None:
         flow_context = FlowRunContext.get()
         if flow_context is not None:

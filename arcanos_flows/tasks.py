@@ -8,11 +8,13 @@ step is reported once, after its last try, by :func:`arcanos_flows.hooks.task_on
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
@@ -21,12 +23,12 @@ from prefect.tasks import exponential_backoff
 from arcanos_flows import hooks
 from arcanos_flows.client import ArcanosPythonClient
 from arcanos_flows.credentials import ArcanosCredentials, resolve_settings
-from arcanos_flows.errors import TRANSIENT_CLASSES, IncidentClass, classify
-from arcanos_flows.incidents import Incident
+from arcanos_flows.errors import TRANSIENT_CLASSES, ConfigurationError, IncidentClass, classify
+from arcanos_flows.incidents import Incident, attach_incident, attached_incident
 from arcanos_flows.metadata import MetadataValue
 from arcanos_flows.notifier import MaintenanceNotifier
 from arcanos_flows.results import ReasoningResult
-from arcanos_flows.runs import incident_id_for, request_identity, run_context
+from arcanos_flows.runs import incident_id_for, request_identity, run_context, state_exception
 from arcanos_flows.settings import ArcanosSettings
 
 __all__ = [
@@ -94,11 +96,8 @@ def retry_transient_failures(task: Task[..., Any], task_run: TaskRun, state: Sta
         >>> @task(retries=3, retry_condition_fn=retry_transient_failures)
         ... def step(): ...
     """
-    try:
-        state.result()
-    except Exception as exc:
-        return classify(exc).incident_class in TRANSIENT_CLASSES
-    return False
+    error = state_exception(state)
+    return error is not None and classify(error).incident_class in TRANSIENT_CLASSES
 
 
 def _log_usage(result: ReasoningResult, step: str) -> None:
@@ -124,18 +123,34 @@ def _run(
     credentials: ArcanosCredentials | None,
     **arguments: Any,
 ) -> ReasoningResult:
-    client = shared_client(resolve_settings(credentials))
     task_context = TaskRunContext.get()
-    task_run_id = task_context.task_run.id if task_context else None
-    if task_run_id is not None:
-        hooks.bind_notifier(task_run_id, client.notifier)
+    task_run = task_context.task_run if task_context else None
+    try:
+        settings = resolve_settings(credentials)
+    except ConfigurationError:
+        if task_run is not None and credentials is not None:
+            # The step's incident still goes to the webhook of the credentials it was given, if those are valid.
+            with contextlib.suppress(Exception):
+                notifier = MaintenanceNotifier(credentials.get_notifier_settings(), source=SOURCE)
+                hooks.bind_notifier(task_run.id, notifier)
+        raise
+    client = shared_client(settings)
+    if task_run is not None:
+        hooks.bind_notifier(task_run.id, client.notifier)
     method = client.run_reasoning if call == "reasoning" else client.run_simple_prompt
-    result = method(**arguments, identity=request_identity(), notify=False)
-    if task_run_id is not None:
-        hooks.bind_notifier(task_run_id, None)
-    if task_context is not None and task_context.task_run.run_count > 1:
-        # One HTTP attempt per try: the step's attempts are its tries.
-        result = result.model_copy(update={"attempts": task_context.task_run.run_count})
+    # Earlier tries of this step made one HTTP attempt each (the SDK does not retry inside tasks).
+    earlier = task_run.run_count - 1 if task_run is not None and task_run.run_count > 1 else 0
+    try:
+        result = method(**arguments, identity=request_identity(), notify=False)
+    except Exception as exc:
+        incident = attached_incident(exc)
+        if earlier and incident is not None and incident.attempts:
+            attach_incident(exc, incident.model_copy(update={"attempts": earlier + incident.attempts}))
+        raise
+    if task_run is not None:
+        hooks.bind_notifier(task_run.id, None)
+    if earlier:
+        result = result.model_copy(update={"attempts": earlier + result.attempts})
     _log_usage(result, step)
     return result
 
@@ -149,6 +164,9 @@ def _run(
     retry_condition_fn=retry_transient_failures,
     on_failure=[hooks.task_on_failure],
     result_serializer="json",
+    # Each call is a fresh, billed question: nothing is cached or written to result storage unless a flow opts in.
+    cache_policy=NO_CACHE,
+    persist_result=False,
 )
 def run_reasoning(
     messages: Sequence[Mapping[str, Any]],
@@ -213,6 +231,9 @@ def run_reasoning(
     retry_condition_fn=retry_transient_failures,
     on_failure=[hooks.task_on_failure],
     result_serializer="json",
+    # Each call is a fresh, billed question: nothing is cached or written to result storage unless a flow opts in.
+    cache_policy=NO_CACHE,
+    persist_result=False,
 )
 def run_simple_prompt(
     text: str,
@@ -266,7 +287,7 @@ def notify_maintenance(
         ...     notify_maintenance("2 of 5 investigations failed; synthesis is partial", context={"failed": 2})
     """
     if credentials is not None:
-        notifier = MaintenanceNotifier(credentials.get_settings(), source=SOURCE)
+        notifier = MaintenanceNotifier(credentials.get_notifier_settings(), source=SOURCE)
     else:
         notifier = hooks.environment_notifier()
     task_context = TaskRunContext.get()

@@ -92,6 +92,8 @@ def notifier(settings: ArcanosSettings) -> MaintenanceNotifier:
 # Prefect: one temporary server per test session (its first start takes ~20 s here), and no telemetry to the internet.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Events reach the database within a second instead of five, so tests reading them back wait less.
+os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "1")
 
 
 @pytest.fixture(scope="session")
@@ -124,3 +126,8 @@ def arcanos_env(
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
+
+
+# Events reach the API only when the server's event persister flushes (every 5 s by default): flush every 0.5 s so
+# tests that read incident events back from the temporary server wait less. Must be set before the harness starts.
+os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "0.5")
