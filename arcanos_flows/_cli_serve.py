@@ -20,9 +20,10 @@ def deployments(*, topic: str, cron: str, check_interval: int) -> list[Any]:
     """The runner deployments of the research flow, the maintenance check and the incident relay."""
     from prefect.deployments.runner import EntrypointType
 
+    from arcanos_flows.flow_decorator import ARCANOS_TAGS
     from arcanos_flows.maintenance import maintenance_check_flow
     from arcanos_flows.relay import incident_relay_flow
-    from arcanos_flows.research import ARCANOS_TAGS, research_flow
+    from arcanos_flows.research import research_flow
 
     module = EntrypointType.MODULE_PATH
     return [

@@ -10,8 +10,8 @@ from prefect.logging import get_run_logger
 
 from arcanos_flows.artifacts import publish_check_artifact
 from arcanos_flows.credentials import resolve_settings
+from arcanos_flows.flow_decorator import arcanos_flow
 from arcanos_flows.redaction import redact
-from arcanos_flows.research import arcanos_flow
 from arcanos_flows.results import ReasoningResult
 from arcanos_flows.tasks import run_reasoning, with_retries
 

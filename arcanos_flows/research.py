@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from prefect import Flow, Task, tags, unmapped
+from prefect import Task, unmapped
 from prefect.context import FlowRunContext
 from prefect.futures import wait
 from prefect.logging import get_run_logger
@@ -22,9 +22,9 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from arcanos_flows import hooks
 from arcanos_flows.credentials import resolve_settings
 from arcanos_flows.errors import ArcanosError, IncidentClass, InvalidReasoningInput, classify
+from arcanos_flows.flow_decorator import arcanos_flow
 from arcanos_flows.incidents import attached_incident
 from arcanos_flows.metadata import build_metadata
 from arcanos_flows.redaction import redact
@@ -33,24 +33,18 @@ from arcanos_flows.runs import incident_id_for, request_identity
 from arcanos_flows.tasks import run_reasoning, with_retries
 
 __all__ = [
-    "ARCANOS_TAGS",
     "MAX_PARALLEL",
     "MAX_PLANNED_QUESTIONS",
     "MAX_QUESTIONS",
-    "ArcanosFlow",
     "ResearchReport",
     "ResearchStepsFailed",
     "StepRecord",
-    "arcanos_flow",
     "parse_questions",
     "research_flow",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-ARCANOS_TAGS = ("arcanos",)
-"""Tags of every run of the bundled flows (automations select arcanos runs by them)."""
 
 MAX_PLANNED_QUESTIONS = 8
 """At most this many questions are taken from the plan step's answer."""
@@ -67,40 +61,6 @@ RESEARCH_SYSTEM = "You are the Arcanos research AI. Answer precisely and concise
 
 _LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}\s*[.)]|[-*\u2022])\s+(?P<text>\S.*?)\s*$")
 _ERROR_TEXT_LIMIT = 500
-
-
-class ArcanosFlow(Flow[P, R]):
-    """A flow whose runs carry :data:`ARCANOS_TAGS`, also when called directly (not only from a deployment).
-
-    Prefect takes a run's tags from the ``tags()`` context when it creates the run (``@flow`` has no ``tags``);
-    deployments set theirs in ``prefect.yaml``, and ``serve``/``to_deployment`` take ``tags=``.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the flow inside ``tags(*ARCANOS_TAGS)``."""
-        with tags(*ARCANOS_TAGS):
-            return super().__call__(*args, **kwargs)  # type: ignore[arg-type]
-
-    def with_options(self, **options: Any) -> ArcanosFlow[P, R]:  # type: ignore[override]
-        """A copy with other options (see :meth:`prefect.Flow.with_options`), still tagging its runs."""
-        copy = super().with_options(**options)
-        copy.__class__ = type(self)  # Flow.with_options builds a plain Flow; this class adds no state
-        return copy  # type: ignore[return-value]
-
-
-def arcanos_flow(**options: Any) -> Any:
-    """``@flow`` for the bundled flows: an :class:`ArcanosFlow` with the incident hooks attached.
-
-    Args:
-        **options: Any :class:`prefect.Flow` option (``name``, ``description``...).
-    """
-    options.setdefault("on_failure", [hooks.flow_on_failure])
-    options.setdefault("on_crashed", [hooks.flow_on_crashed])
-
-    def decorate(fn: Any) -> ArcanosFlow[Any, Any]:
-        return ArcanosFlow(fn, **options)
-
-    return decorate
 
 
 class StepRecord(BaseModel):
