@@ -5,8 +5,11 @@ Works in a plain script or notebook; nothing here imports Prefect.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import re
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,19 +18,28 @@ import httpx2
 import openai
 
 from arcanos_flows.errors import ConfigurationError, InvalidReasoningInput, ModelEnforcementError
-from arcanos_flows.incidents import Incident, attach_incident
+from arcanos_flows.incidents import Incident, attach_incident, prompt_excerpt
 from arcanos_flows.messages import Message, check_messages, check_options, fingerprint
 from arcanos_flows.metadata import MetadataValue, build_metadata
 from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.redaction import redact, redact_data
+from arcanos_flows.redaction import redact, redact_data, redact_logs
 from arcanos_flows.results import ReasoningResult
 from arcanos_flows.settings import ArcanosSettings
-from arcanos_flows.upstream import Exchange, read_chat, read_responses, request_body
+from arcanos_flows.upstream import (
+    IDENTITY_ENCODING,
+    Exchange,
+    bound_response_body,
+    read_chat,
+    read_responses,
+    request_body,
+)
 
 __all__ = ["ArcanosPythonClient", "model_matches"]
 
 SOURCE = "arcanos_flows.client"
 logger = logging.getLogger("arcanos_flows.client")
+# The loggers that show what an upstream sent (request ids, response headers) at DEBUG.
+_UPSTREAM_LOGGERS = ("openai._base_client", "httpx2", "httpcore2.http11", "httpcore2.connection")
 _DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
@@ -50,6 +62,14 @@ def model_matches(configured: str, answered: str) -> bool:
     return answered.startswith(configured) and _DATED_SNAPSHOT.fullmatch(answered[len(configured) :]) is not None
 
 
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    # Building an SSLContext loads the CA store (~100 ms with OpenSSL 3); one per process is enough,
+    # as contexts are safe to share between clients and threads. SSL_CERT_FILE / SSL_CERT_DIR are
+    # read once, by the first client.
+    return httpx2.create_ssl_context()
+
+
 def _refuse_retrying_exhausted_quota(response: httpx2.Response) -> None:
     # The SDK retries every 429, but `insufficient_quota` cannot succeed until someone pays; the SDK's
     # documented `x-should-retry` header tells it so, without touching its internals.
@@ -59,23 +79,25 @@ def _refuse_retrying_exhausted_quota(response: httpx2.Response) -> None:
     try:
         error = response.json().get("error", {})
         exhausted = "insufficient_quota" in (error.get("code"), error.get("type"))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return
     if exhausted:
         response.headers["x-should-retry"] = "false"
 
 
 def _scrub(error: BaseException) -> None:
-    # The same exception object is re-raised; its text only loses secrets an upstream may have echoed.
+    # The same exception object is re-raised; its text only loses secrets an upstream may have echoed
+    # (in a message, a body, a refusal, a model name, a request id). The SDK's raw `request` and
+    # `response` objects are left alone: they are the HTTP exchange itself, never printed by us.
     cleaned = tuple(redact(arg) if isinstance(arg, str) else arg for arg in error.args)
     if cleaned != error.args:
         error.args = cleaned
-    for attribute in ("message", "body"):
-        value = getattr(error, attribute, None)
+    for attribute, value in list(vars(error).items()):
         if isinstance(value, (str, dict, list)):
             scrubbed = redact_data(value)
             if scrubbed != value:
-                setattr(error, attribute, scrubbed)
+                with contextlib.suppress(AttributeError, TypeError):  # a read-only property of the same name
+                    setattr(error, attribute, scrubbed)
 
 
 class ArcanosPythonClient:
@@ -110,13 +132,19 @@ class ArcanosPythonClient:
             (notifier or _configured_or_printing_notifier()).notify(Incident.from_exception(exc, source=SOURCE))
             raise
         self.notifier = notifier if notifier is not None else MaintenanceNotifier(self.settings, source=SOURCE)
+        redact_logs(*_UPSTREAM_LOGGERS)
         self.model = self.settings.fine_tuned_model
         self._openai = openai.OpenAI(
             api_key=self.settings.openai_api_key.get_secret_value(),
             base_url=self.settings.openai_base_url,
             timeout=self.settings.request_timeout,
             max_retries=self.settings.max_retries,
-            http_client=openai.DefaultHttpxClient(event_hooks={"response": [_refuse_retrying_exhausted_quota]}),
+            default_headers=dict(IDENTITY_ENCODING),
+            # Bounding comes first, so that no other hook can read an unbounded body.
+            http_client=openai.DefaultHttpxClient(
+                verify=_tls_context(),
+                event_hooks={"response": [bound_response_body, _refuse_retrying_exhausted_quota]},
+            ),
         )
 
     def __enter__(self) -> ArcanosPythonClient:
@@ -310,6 +338,12 @@ class ArcanosPythonClient:
 
     def _incident(self, error: Exception, messages: object, request_metadata: dict[str, str] | None) -> Incident:
         count, digest = fingerprint(messages)
+        context: dict[str, Any] = {"api": self.settings.openai_api}
+        if self.settings.incident_include_prompt and messages is not None:
+            # Opted in: the (redacted, bounded) messages help whoever debugs the failure. Only messages
+            # that passed the input contract are shown; malformed ones are described by the reason.
+            with contextlib.suppress(InvalidReasoningInput):
+                context.update(prompt_excerpt(check_messages(messages)))
         return Incident.from_exception(
             error,
             source=SOURCE,
@@ -317,7 +351,7 @@ class ArcanosPythonClient:
             metadata=request_metadata or {},
             message_count=count,
             messages_sha256=digest,
-            context={"api": self.settings.openai_api},
+            context=context,
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -17,12 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from arcanos_flows.errors import IncidentClass, classify
 from arcanos_flows.redaction import redact, redact_data
 
-__all__ = ["INCIDENT_SCHEMA_VERSION", "MAX_REASON_BYTES", "Incident"]
+__all__ = ["INCIDENT_SCHEMA_VERSION", "MAX_PROMPT_BYTES", "MAX_REASON_BYTES", "Incident", "prompt_excerpt"]
 
 INCIDENT_SCHEMA_VERSION = 1
 MAX_REASON_BYTES = 4096
+MAX_PROMPT_BYTES = 4096
+"""Budget of the prompt excerpt an opted-in incident carries (``ARCANOS_INCIDENT_INCLUDE_PROMPT``)."""
 _MAX_CONTEXT_VALUE = 1024
 _MAX_METADATA_VALUE = 4 * 512
+# x-request-id comes from the upstream; a hostile or broken proxy must not be able to bloat incidents.
+_MAX_REQUEST_ID = 256
+_MIN_PROMPT_PART = 64
 
 
 def _cap_utf8(text: str, limit: int) -> str:
@@ -108,6 +114,11 @@ class Incident(BaseModel):
     def _redact_reason(cls, reason: str) -> str:
         return _cap_utf8(redact(reason), MAX_REASON_BYTES)
 
+    @field_validator("request_id")
+    @classmethod
+    def _redact_request_id(cls, request_id: str | None) -> str | None:
+        return None if request_id is None else _cap_utf8(redact(request_id), _MAX_REQUEST_ID)
+
     @field_validator("metadata", mode="before")
     @classmethod
     def _redact_metadata(cls, value: Any) -> Any:
@@ -163,6 +174,29 @@ class Incident(BaseModel):
     def to_json(self) -> str:
         """The incident's stable JSON form, exactly what is POSTed and signed."""
         return self.model_dump_json()
+
+
+def prompt_excerpt(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What an opted-in incident's ``context`` carries about the prompt: recent messages, redacted, bounded.
+
+    The most recent messages are kept (they usually hold the question that failed), each message's
+    content redacted and cut to fit, at most :data:`MAX_PROMPT_BYTES` of content in all; older
+    messages that do not fit are counted in ``messages_omitted``.
+
+    Example:
+        >>> prompt_excerpt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "key sk-abcdefghijkl?"}])
+        {'messages': [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'key [REDACTED]?'}], 'messages_omitted': 0}
+    """  # noqa: E501 - a doctest line
+    kept: list[dict[str, str]] = []
+    budget = MAX_PROMPT_BYTES
+    for message in reversed(messages):
+        if budget < _MIN_PROMPT_PART:
+            break
+        content = _cap_utf8(redact(str(message.get("content", ""))), min(_MAX_CONTEXT_VALUE, budget))
+        budget -= len(content.encode("utf-8"))
+        kept.append({"role": str(message.get("role", "")), "content": content})
+    kept.reverse()
+    return {"messages": kept, "messages_omitted": len(messages) - len(kept)}
 
 
 _ATTACHED = "_arcanos_incident"

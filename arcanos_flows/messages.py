@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict, get_args
 
@@ -22,6 +23,7 @@ __all__ = [
     "check_messages",
     "check_options",
     "fingerprint",
+    "plain_json",
 ]
 
 Role = Literal["system", "developer", "user", "assistant"]
@@ -29,6 +31,64 @@ ROLES: tuple[str, ...] = get_args(Role)
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 _EFFORTS: tuple[str, ...] = get_args(ReasoningEffort)
 _RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+
+
+_MAX_JSON_DEPTH = 64
+
+
+def _encodable(text: str) -> bool:
+    # A lone surrogate (e.g. from bytes decoded with "surrogateescape") is a valid `str` but cannot be
+    # encoded as UTF-8: the SDK would fail while serialising, after the call looked valid.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_problem(value: Any, where: str, depth: int = 0) -> str | None:
+    """Why ``value`` is not plain JSON data (naming the path of the first offending part), or ``None``."""
+    if depth > _MAX_JSON_DEPTH:
+        return f"{where}: nested more than {_MAX_JSON_DEPTH} levels deep"
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return None if _encodable(value) else f"{where}: contains a lone surrogate, which is not valid Unicode text"
+    if isinstance(value, int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where}: {float(value)!r} is not a JSON number"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or not _encodable(key):
+                return f"{where}: keys must be strings, not {type(key).__name__}"
+            problem = _json_problem(item, f"{where}.{key}", depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            problem = _json_problem(item, f"{where}[{index}]", depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"{where}: {type(value).__name__} is not JSON data (use dicts, lists, strings, numbers, booleans, None)"
+
+
+def plain_json(value: Any) -> Any:
+    """A copy of checked JSON data as plain dicts and lists, exactly what will be serialised.
+
+    Example:
+        >>> plain_json({"type": "json_schema", "json_schema": {"name": "n", "strict": (True,)}})
+        {'type': 'json_schema', 'json_schema': {'name': 'n', 'strict': [True]}}
+    """
+    if isinstance(value, Mapping):
+        return {str.__str__(key): plain_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(item) for item in value]
+    if isinstance(value, str):
+        return str.__str__(value)
+    return value
 
 
 class Message(TypedDict):
@@ -86,13 +146,18 @@ def check_messages(messages: Any) -> list[Message]:
         if not isinstance(content, str) or not content.strip():
             shown = "a blank string" if isinstance(content, str) else type(content).__name__
             raise InvalidReasoningInput(f"messages[{index}].content: must be a non-empty string, not {shown}")
+        if not _encodable(content):
+            raise InvalidReasoningInput(
+                f"messages[{index}].content: contains a lone surrogate, which is not valid Unicode text "
+                "(decode the source bytes with errors='replace')"
+            )
         # Plain str copies: a str subclass (an enum) must not reach the wire or the fingerprint.
         item: Message = {"role": ROLES[ROLES.index(role)], "content": str.__str__(content)}  # type: ignore[typeddict-item]
         if "name" in message:
             name = message["name"]
-            if not isinstance(name, str) or not name:
-                raise InvalidReasoningInput(f"messages[{index}].name: must be a non-empty string")
-            item["name"] = name
+            if not isinstance(name, str) or not name or not _encodable(name):
+                raise InvalidReasoningInput(f"messages[{index}].name: must be a non-empty string of valid Unicode")
+            item["name"] = str.__str__(name)
         checked.append(item)
     return checked
 
@@ -131,6 +196,11 @@ def check_options(
                 "response_format.json_schema: must be a mapping with 'name' and 'schema' "
                 "(the Chat Completions shape; it is translated for the Responses API)"
             )
+        # Checked here, not left to the SDK: a set or a NaN deep inside would otherwise fail while the
+        # request is being serialised, as a TypeError or ValueError that names nothing.
+        problem = _json_problem(response_format, "response_format")
+        if problem:
+            raise InvalidReasoningInput(problem)
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600
     ):

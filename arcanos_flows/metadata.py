@@ -43,6 +43,10 @@ def _coerce(key: str, value: Any) -> str | None:
         text = float.__repr__(value)
     elif isinstance(value, str):
         text = str.__str__(value)
+        if not _encodable(text):
+            raise InvalidReasoningInput(
+                f"metadata[{key!r}]: value contains a lone surrogate, which is not valid Unicode text"
+            )
     else:
         raise InvalidReasoningInput(
             f"metadata[{key!r}]: values must be str, int, float, bool or None, not {type(value).__name__}"
@@ -55,9 +59,20 @@ def _coerce(key: str, value: Any) -> str | None:
     return text
 
 
+def _encodable(text: str) -> bool:
+    # Lone surrogates are valid `str` but not UTF-8: the SDK would fail while serialising the request.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_key(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidReasoningInput(f"metadata key {key!r}: keys must be non-empty strings")
+    if not _encodable(key):
+        raise InvalidReasoningInput(f"metadata key {key[:MAX_KEY_LENGTH]!r}: contains a lone surrogate")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidReasoningInput(
             f"metadata key {key[:MAX_KEY_LENGTH]!r}...: key is {len(key)} characters; "

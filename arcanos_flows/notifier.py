@@ -181,6 +181,9 @@ class MaintenanceNotifier:
         delivered = 0
         if self.webhook_url is not None:
             try:
+                # First recover whole incidents a killed writer left under a temp name, so that this
+                # flush delivers them too instead of leaving them for the next one.
+                self.outbox.remove_stale_temporaries()
                 delivered = self._drain(self.outbox.paths())
             except Exception as exc:
                 logger.error("Flushing the incident spool (%s) failed: %s", self.outbox.directory, redact(str(exc)))
@@ -270,6 +273,9 @@ class MaintenanceNotifier:
                     headers=self._headers(incident, body),
                     timeout=self.settings.webhook_timeout,
                     allow_redirects=False,
+                    # Only the status and Retry-After matter: never download a body, which a broken or
+                    # hostile receiver could make endless (each slow chunk resetting the read timeout).
+                    stream=True,
                 ) as response:
                     status = response.status_code
                     retry_after = _retry_after(response.headers.get("Retry-After"))

@@ -7,12 +7,13 @@ secrets this process never loaded too (an upstream error that echoes someone els
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["REDACTED", "mask", "redact", "redact_data", "register_secret"]
+__all__ = ["REDACTED", "RedactingFilter", "mask", "redact", "redact_data", "redact_logs", "register_secret"]
 
 REDACTED = "[REDACTED]"
 
@@ -120,3 +121,48 @@ def mask(secret: str | None) -> str:
         return "(not set)"
     prefix = secret[:3] if len(secret) >= _SHOWN_PREFIX_MIN_LENGTH else ""
     return f"{prefix}…({len(secret)} chars)"
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts each record's message before any handler formats it.
+
+    Attached to third-party loggers that show upstream data (the SDK logs the ``x-request-id`` an
+    upstream chose, httpcore logs whole response headers at DEBUG), so an upstream echoing the key
+    cannot put it into a log file.
+
+    Example:
+        >>> record = logging.LogRecord("openai", logging.DEBUG, "x.py", 1, "id: %s", ("sk-abcdefghijkl",), None)
+        >>> RedactingFilter().filter(record), record.getMessage()
+        (True, 'id: [REDACTED]')
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message without secrets; never drops a record."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is the emitter's problem, not a reason to lose the line
+            return True
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def redact_logs(*names: str) -> None:
+    """Attach :class:`RedactingFilter` to the named loggers (once each).
+
+    A logger's filters only see records logged on that very logger, so the names are the emitting
+    modules' loggers, not their packages'.
+
+    Example:
+        >>> redact_logs("example.module")
+        >>> RedactingFilter in {type(f) for f in logging.getLogger("example.module").filters}
+        True
+    """
+    for name in names:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

@@ -49,8 +49,8 @@ R = TypeVar("R")
 MAX_PLANNED_QUESTIONS = 8
 """At most this many questions are taken from the plan step's answer."""
 
-MAX_QUESTIONS = 32
-"""At most this many questions may be given explicitly."""
+MAX_QUESTIONS = 1000
+"""At most this many questions may be given explicitly (``max_parallel`` of them run at once)."""
 
 MAX_PARALLEL = 32
 """Upper bound of ``max_parallel``."""

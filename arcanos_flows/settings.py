@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
+import httpx2
+import requests
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,6 +29,10 @@ ENV_FILE_VARIABLE = "ARCANOS_ENV_FILE"
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,255}")
 _WEBHOOK_SECRET = re.compile(r"whsec_([A-Za-z0-9+/]+={0,2})")
 _MIN_SECRET_BYTES = 16
+# What an HTTP header can carry as a bearer token: visible ASCII, no spaces or line breaks.
+_API_KEY = re.compile(r"[\x21-\x7e]+")
+# Characters no URL may contain raw; parsers disagree about them (urllib strips tabs, httpx refuses them).
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]")
 
 
 def default_incident_spool() -> Path:
@@ -55,6 +61,11 @@ def _valid_port(parts: SplitResult) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _check_url_characters(url: str) -> None:
+    if _URL_FORBIDDEN.search(url):
+        raise ValueError("must not contain spaces, control characters or backslashes")
 
 
 def _env_file_from_environment() -> Path:
@@ -102,6 +113,16 @@ def _describe(error: ValidationError, variables: dict[str, str]) -> str:
     return redact("; ".join(parts))
 
 
+def _register(value: SecretStr) -> None:
+    # Called from the secrets' own validators too, so that a later field's error message (which may
+    # echo its value, e.g. a key pasted into the model variable) is already redacted.
+    secret = value.get_secret_value()
+    register_secret(secret)
+    if secret.startswith("whsec_"):
+        # The signing key is the base64 part; a library error might show it without the prefix.
+        register_secret(secret.removeprefix("whsec_").rstrip("="))
+
+
 class NotifierSettings(BaseSettings):
     """What :class:`~arcanos_flows.notifier.MaintenanceNotifier` needs: webhook, signing secret, spool.
 
@@ -147,28 +168,44 @@ class NotifierSettings(BaseSettings):
         for field in type(self).model_fields:
             value = getattr(self, field)
             if isinstance(value, SecretStr):
-                secret = value.get_secret_value()
-                register_secret(secret)
-                if secret.startswith("whsec_"):
-                    # The signing key is the base64 part; a library error might show it without the prefix.
-                    register_secret(secret.removeprefix("whsec_").rstrip("="))
+                _register(value)
 
     @field_validator("maintenance_webhook")
     @classmethod
     def _check_webhook(cls, url: str | None, info: ValidationInfo) -> str | None:
         if url is None:
             return None
+        _check_url_characters(url)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or not _valid_port(parts):
             raise ValueError("must be an https:// URL with a host")
-        if parts.username or parts.password:
+        if parts.username or parts.password or "@" in parts.netloc:
             raise ValueError("must not carry credentials in the URL; sign deliveries with ARCANOS_WEBHOOK_SECRET")
+        # The policy below must judge the host `requests` will really connect to, not another parser's idea.
+        try:
+            prepared = requests.PreparedRequest()
+            prepared.prepare_url(url, None)
+        except (requests.RequestException, ValueError, UnicodeError):
+            raise ValueError("is not a URL that can be posted to (check the host name)") from None
+        parts = urlsplit(prepared.url or "")
+        if not parts.hostname:
+            raise ValueError("must be an https:// URL with a host")
         insecure_allowed = info.data.get("allow_insecure_webhook", False)
         if parts.scheme == "http" and not _is_loopback(parts.hostname) and not insecure_allowed:
             raise ValueError(
                 "plain http:// is only allowed to loopback hosts; use https:// or set ARCANOS_ALLOW_INSECURE_WEBHOOK=1"
             )
         return url
+
+    @field_validator("incident_spool")
+    @classmethod
+    def _check_spool(cls, spool: Path) -> Path:
+        try:
+            spool.expanduser()  # the notifier expands it; check here that it can
+        except RuntimeError:
+            # "~someone/..." for an unknown user: fail here, naming the variable, not in the notifier.
+            raise ValueError("starts with ~ but names no known home directory; give an absolute path") from None
+        return spool
 
     @field_validator("webhook_secret")
     @classmethod
@@ -185,6 +222,7 @@ class NotifierSettings(BaseSettings):
                 f"must be a Standard Webhooks secret: 'whsec_' followed by base64 of at least "
                 f"{_MIN_SECRET_BYTES} random bytes"
             )
+        _register(secret)
         return secret
 
 
@@ -202,6 +240,8 @@ class ArcanosSettings(NotifierSettings):
         max_retries: ``ARCANOS_MAX_RETRIES``: SDK retries after the first attempt (plain client only).
         task_retries: ``ARCANOS_TASK_RETRIES``: Prefect retries of a reasoning step on transient failures.
         task_retry_delay: ``ARCANOS_TASK_RETRY_DELAY``: first Prefect retry delay in seconds (doubles each time).
+        incident_include_prompt: ``ARCANOS_INCIDENT_INCLUDE_PROMPT``: opt in to incidents carrying the
+            failed call's messages (redacted, the most recent first, at most 4 KiB) in ``context.messages``.
 
     Example:
         >>> settings = ArcanosSettings(
@@ -223,6 +263,19 @@ class ArcanosSettings(NotifierSettings):
     max_retries: int = Field(2, ge=0, le=10, validation_alias="ARCANOS_MAX_RETRIES")
     task_retries: int = Field(3, ge=0, le=10, validation_alias="ARCANOS_TASK_RETRIES")
     task_retry_delay: float = Field(2.0, ge=0, le=600, validation_alias="ARCANOS_TASK_RETRY_DELAY")
+    incident_include_prompt: bool = Field(False, validation_alias="ARCANOS_INCIDENT_INCLUDE_PROMPT")
+
+    @field_validator("openai_api_key")
+    @classmethod
+    def _check_api_key(cls, key: SecretStr) -> SecretStr:
+        # Never echo the value: only say what is wrong with it.
+        if not _API_KEY.fullmatch(key.get_secret_value()):
+            raise ValueError(
+                "must be printable ASCII without spaces or line breaks (look for a trailing newline, "
+                "surrounding spaces or a non-ASCII character pasted in)"
+            )
+        _register(key)
+        return key
 
     @field_validator("fine_tuned_model")
     @classmethod
@@ -236,7 +289,12 @@ class ArcanosSettings(NotifierSettings):
     def _check_base_url(cls, url: str | None) -> str | None:
         if url is None:
             return None
+        _check_url_characters(url)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or not _valid_port(parts):
             raise ValueError("must be an http(s):// URL with a host, e.g. https://api.openai.com/v1")
+        try:
+            httpx2.URL(url)  # the parser the OpenAI SDK uses; fail here, not at the first request
+        except (httpx2.InvalidURL, ValueError, UnicodeError):
+            raise ValueError("is not a valid URL (check the host name and port)") from None
         return url.rstrip("/")

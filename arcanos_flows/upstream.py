@@ -9,10 +9,11 @@ are read here against the few fields arcanos-flows relies on, and anything else 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import httpx2
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from arcanos_flows.errors import (
@@ -21,13 +22,102 @@ from arcanos_flows.errors import (
     RefusalError,
     UpstreamResponseError,
 )
-from arcanos_flows.messages import Message
+from arcanos_flows.messages import Message, plain_json
 from arcanos_flows.results import Usage
 
-__all__ = ["MAX_BODY_BYTES", "Completion", "Exchange", "read_chat", "read_responses", "request_body"]
+__all__ = [
+    "IDENTITY_ENCODING",
+    "MAX_BODY_BYTES",
+    "Completion",
+    "Exchange",
+    "bound_response_body",
+    "read_chat",
+    "read_responses",
+    "request_body",
+]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-"""Larger 2xx bodies are refused: no reasoning answer is that big, and the incident must stay small."""
+"""Larger bodies are refused while they arrive: no reasoning answer is that big, and memory must stay bounded."""
+
+IDENTITY_ENCODING = {"Accept-Encoding": "identity"}
+"""Request headers asking for uncompressed answers, so that :data:`MAX_BODY_BYTES` bounds memory too
+(a 200 KB gzip body can inflate to gigabytes; answers are small enough not to need compression)."""
+
+
+class _BoundedStream(httpx2.SyncByteStream):
+    """The raw response stream, failing as soon as more than ``limit`` bytes have arrived."""
+
+    def __init__(self, stream: Any, limit: int, error: Callable[[], Exception]) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._error = error
+
+    def __iter__(self) -> Iterator[bytes]:
+        received = 0
+        for chunk in self._stream:
+            received += len(chunk)
+            if received > self._limit:
+                raise self._error()
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def bound_response_body(response: httpx2.Response) -> None:
+    """An httpx response event hook that keeps every body under :data:`MAX_BODY_BYTES` before it is buffered.
+
+    A 2xx announcing a larger ``Content-Length``, or compressed although identity was asked for, is
+    refused at once; any body (whatever its status, with a lying or absent ``Content-Length``) fails
+    as soon as more than the limit has arrived. Refusals raise :class:`UpstreamResponseError`, which
+    the SDK lets through unchanged (it only wraps transport errors) without another attempt.
+
+    Example:
+        >>> import httpx2
+        >>> response = httpx2.Response(200, headers={"content-length": str(MAX_BODY_BYTES + 1)},
+        ...                            request=httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions"))
+        >>> bound_response_body(response)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        arcanos_flows.errors.UpstreamResponseError: upstream answered HTTP 200 with a body announced as ...
+    """
+    status = response.status_code
+    try:
+        retries = int(response.request.headers.get("x-stainless-retry-count", "0"))
+    except (RuntimeError, ValueError):
+        retries = 0
+    facts = {"request_id": response.headers.get("x-request-id"), "http_status": status, "attempts": retries + 1}
+
+    def refuse(problem: str) -> UpstreamResponseError:
+        return UpstreamResponseError(
+            f"upstream answered HTTP {status} with {problem}; arcanos-flows reads at most {MAX_BODY_BYTES} bytes",
+            **facts,
+        )
+
+    encodings = [
+        value.strip().lower()
+        for value in response.headers.get_list("content-encoding", split_commas=True)
+        if value.strip().lower() not in ("", "identity")
+    ]
+    success = 200 <= status < 300
+    if encodings and success:
+        raise UpstreamResponseError(
+            f"upstream answered HTTP {status} with a {'+'.join(encodings)}-compressed body although "
+            "arcanos-flows asks for identity (Accept-Encoding: identity); a proxy in between may be rewriting it",
+            **facts,
+        )
+    if encodings:
+        # An error body is read only for its message: read the bytes as sent rather than inflate them.
+        del response.headers["content-encoding"]
+    try:
+        announced = int(response.headers.get("content-length", "0"))
+    except ValueError:
+        announced = 0
+    if success and announced > MAX_BODY_BYTES:
+        raise refuse(f"a body announced as {announced} bytes")
+    response.stream = _BoundedStream(
+        response.stream, MAX_BODY_BYTES, lambda: refuse(f"a body of more than {MAX_BODY_BYTES} bytes")
+    )
+
 
 Api = Literal["chat", "responses"]
 
@@ -101,7 +191,7 @@ def request_body(
         if max_output_tokens is not None:
             body["max_completion_tokens"] = max_output_tokens
         if response_format is not None:
-            body["response_format"] = dict(response_format)
+            body["response_format"] = plain_json(response_format)
     else:
         if reasoning_effort is not None:
             body["reasoning"] = {"effort": reasoning_effort}
@@ -114,8 +204,8 @@ def request_body(
 
 def _responses_format(response_format: Mapping[str, Any]) -> dict[str, Any]:
     if response_format["type"] != "json_schema":
-        return {"type": response_format["type"]}
-    return {"type": "json_schema", **dict(response_format["json_schema"])}
+        return {"type": str.__str__(response_format["type"])}
+    return {"type": "json_schema", **plain_json(response_format["json_schema"])}
 
 
 class _Wire(BaseModel):

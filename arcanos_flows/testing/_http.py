@@ -194,14 +194,20 @@ class QuietHandler(BaseHTTPRequestHandler):
         *,
         content_type: str | None = "application/json",
         headers: Mapping[str, str] | None = None,
+        content_length: int | None = None,
+        close_delimited: bool = False,
     ) -> None:
-        """Send a complete response with an exact ``Content-Length``.
+        """Send a complete response with an exact ``Content-Length`` (unless told to lie or omit it).
 
         Args:
             status: HTTP status code.
             body: Body bytes (dropped for statuses that cannot carry one, such as 204).
             content_type: ``Content-Type`` header, or ``None`` for none.
             headers: Extra headers; they replace same-named defaults (except ``Content-Length``).
+            content_length: ``Content-Length`` to announce instead of the body's real length (a lying
+                server); the whole body is still written, and when it is shorter than announced the
+                connection is closed after it (the server hangs up mid-body).
+            close_delimited: Announce no length at all: the body ends when the connection closes.
         """
         bodiless = status in (204, 304) or status < 200
         # Keyed by lower-cased name so an extra header replaces a default whatever its spelling.
@@ -211,11 +217,16 @@ class QuietHandler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             if name.lower() != "content-length":
                 merged[name.lower()] = (name, value)
+        if close_delimited:
+            merged["connection"] = ("Connection", "close")
+            self.close_connection = True
+        elif content_length is not None and content_length > len(body):
+            self.close_connection = True
         self.send_response(status)
         for name, value in merged.values():
             self.send_header(name, value)
-        if not bodiless:
-            self.send_header("Content-Length", str(len(body)))
+        if not bodiless and not close_delimited:
+            self.send_header("Content-Length", str(len(body) if content_length is None else content_length))
         self.end_headers()
         if body and not bodiless and self.command != "HEAD":
             self.wfile.write(body)

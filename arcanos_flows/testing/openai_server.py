@@ -57,6 +57,9 @@ class Reply:
         error_code: ``error.code`` of a non-2xx answer.
         error_type: ``error.type`` of a non-2xx answer (``None`` picks one from the status).
         error_message: ``error.message`` of a non-2xx answer (``None`` picks one from the status).
+        content_length: ``Content-Length`` to announce instead of the real one (a lying server: the
+            whole body is still sent, then the connection is closed if it was shorter than announced).
+        omit_content_length: Announce no length: the body ends when the server closes the connection.
 
     Example:
         >>> Reply.error(429, retry_after=2).headers
@@ -80,6 +83,8 @@ class Reply:
     error_code: str | None = None
     error_type: str | None = None
     error_message: str | None = None
+    content_length: int | None = None
+    omit_content_length: bool = False
 
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 599:
@@ -88,6 +93,8 @@ class Reply:
             raise ValueError(f"delay must be >= 0, got {self.delay}")
         if self.reasoning_tokens < 0:
             raise ValueError(f"reasoning_tokens must be >= 0, got {self.reasoning_tokens}")
+        if self.content_length is not None and self.content_length < 0:
+            raise ValueError(f"content_length must be >= 0, got {self.content_length}")
 
     @property
     def is_success(self) -> bool:
@@ -323,6 +330,8 @@ class _OpenAIHandler(QuietHandler):
             payload,
             content_type=reply.content_type or "application/json",
             headers={**headers, **reply.headers},
+            content_length=reply.content_length,
+            close_delimited=reply.omit_content_length,
         )
 
 

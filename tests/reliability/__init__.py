@@ -1,0 +1,1 @@
+"""Reliability and security tests: properties, hostile upstreams, outages, kills and leak scans (issue 4)."""
