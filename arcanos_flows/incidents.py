@@ -13,15 +13,24 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from arcanos_flows.errors import IncidentClass, classify
 from arcanos_flows.redaction import redact, redact_data
 
-__all__ = ["INCIDENT_SCHEMA_VERSION", "MAX_PROMPT_BYTES", "MAX_REASON_BYTES", "Incident", "prompt_excerpt"]
+__all__ = [
+    "INCIDENT_SCHEMA_VERSION",
+    "MAX_INCIDENT_BYTES",
+    "MAX_PROMPT_BYTES",
+    "MAX_REASON_BYTES",
+    "Incident",
+    "prompt_excerpt",
+]
 
 INCIDENT_SCHEMA_VERSION = 1
 MAX_REASON_BYTES = 4096
+MAX_INCIDENT_BYTES = 16 * 1024
+"""An incident's JSON never exceeds this: oversized context and metadata are shortened (marked ``truncated``)."""
 MAX_PROMPT_BYTES = 4096
 """Budget of the prompt excerpt an opted-in incident carries (``ARCANOS_INCIDENT_INCLUDE_PROMPT``)."""
 _MAX_CONTEXT_VALUE = 1024
@@ -29,6 +38,19 @@ _MAX_METADATA_VALUE = 4 * 512
 # x-request-id comes from the upstream; a hostile or broken proxy must not be able to bloat incidents.
 _MAX_REQUEST_ID = 256
 _MIN_PROMPT_PART = 64
+# What survives when an incident must shrink to MAX_INCIDENT_BYTES: enough to find the run and the step.
+_ESSENTIAL_CONTEXT = (
+    "flow_run_id",
+    "flow_run_name",
+    "flow_name",
+    "task_run_id",
+    "task_run_name",
+    "deployment_name",
+    "attempts",
+    "final_state",
+    "ui_url",
+    "api",
+)
 
 
 def _cap_utf8(text: str, limit: int) -> str:
@@ -134,6 +156,23 @@ class Incident(BaseModel):
     @classmethod
     def _utc(cls, moment: datetime) -> datetime:
         return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+    @model_validator(mode="after")
+    def _fit(self) -> Incident:
+        # Each field is bounded on its own; together they could still outgrow what a webhook should carry. Shrink
+        # the least important parts first, and say so in the incident. (object.__setattr__: the model is frozen,
+        # and a validator must return the instance being built.)
+        if len(self.to_json()) <= MAX_INCIDENT_BYTES:
+            return self
+        context = {**_bounded(self.context, 256), "truncated": True}
+        object.__setattr__(self, "context", context)
+        if len(self.to_json()) > MAX_INCIDENT_BYTES:
+            essential = {key: context[key] for key in _ESSENTIAL_CONTEXT if key in context}
+            object.__setattr__(self, "context", {**essential, "truncated": True})
+            object.__setattr__(self, "metadata", {key: _cap_utf8(value, 128) for key, value in self.metadata.items()})
+        if len(self.to_json()) > MAX_INCIDENT_BYTES:
+            object.__setattr__(self, "reason", _cap_utf8(self.reason, 1024))
+        return self
 
     @classmethod
     def from_exception(

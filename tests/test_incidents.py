@@ -569,3 +569,29 @@ def test_classify_json_decode_error_is_invalid_response() -> None:
     with pytest.raises(json.JSONDecodeError) as caught:
         json.loads("{not json")
     assert classify(caught.value).incident_class is IncidentClass.INVALID_RESPONSE
+
+
+def test_an_incident_never_exceeds_16_kib_and_keeps_what_finds_the_run() -> None:
+    """Oversized context and metadata shrink (marked truncated); the run and step ids survive."""
+    from arcanos_flows.incidents import MAX_INCIDENT_BYTES
+
+    incident = Incident(
+        incident_class=IncidentClass.UNKNOWN,
+        reason="r" * 10_000,
+        error_type="builtins.RuntimeError",
+        metadata={f"key{n}": "\U0001f600" * 512 for n in range(16)},
+        context={"flow_run_id": "run-1", "task_run_name": "reasoning[plan]"}
+        | {f"note{n}": "n" * 1000 for n in range(60)},
+    )
+
+    assert len(incident.to_json().encode()) <= MAX_INCIDENT_BYTES
+    assert incident.context == {"flow_run_id": "run-1", "task_run_name": "reasoning[plan]", "truncated": True}
+    assert Incident.model_validate_json(incident.to_json()) == incident
+
+
+def test_a_small_incident_is_left_whole() -> None:
+    """Shrinking only happens when needed: an ordinary incident carries its whole context, unmarked."""
+    incident = Incident(
+        incident_class=IncidentClass.TIMEOUT, reason="slow", error_type="x.Y", context={"note": "n" * 900}
+    )
+    assert incident.context == {"note": "n" * 900}
