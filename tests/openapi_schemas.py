@@ -1,8 +1,8 @@
 """Validate JSON bodies against ``components.schemas`` of OpenAI's OpenAPI 3.1 description.
 
-The spec lives outside the repository, at ``<repo>/../shared/openai-openapi/openapi.json``; set
-``ARCANOS_OPENAPI_SPEC`` to use another copy. It is 3.4 MB, so it is read once, on first use, and
-one validator per schema name is kept.
+The schemas are vendored in ``tests/openapi/openai-schemas.json`` (the schemas the tests use and all they
+reference, cut from the official spec by ``tests/openapi/vendor.py``); set ``ARCANOS_OPENAPI_SPEC`` to validate
+against a full copy instead. The file is read once, on first use, and one validator per schema name is kept.
 
 Example:
     >>> validate({"id": "m", "object": "model", "created": 0, "owned_by": "me"}, "Model")
@@ -33,7 +33,7 @@ def spec_path() -> Path:
     override = os.environ.get("ARCANOS_OPENAPI_SPEC")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared/openai-openapi/openapi.json"
+    return Path(__file__).resolve().parent / "openapi" / "openai-schemas.json"
 
 
 @cache
