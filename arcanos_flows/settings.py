@@ -242,6 +242,10 @@ class ArcanosSettings(NotifierSettings):
         task_retry_delay: ``ARCANOS_TASK_RETRY_DELAY``: first Prefect retry delay in seconds (doubles each time).
         incident_include_prompt: ``ARCANOS_INCIDENT_INCLUDE_PROMPT``: opt in to incidents carrying the
             failed call's messages (redacted, the most recent first, at most 4 KiB) in ``context.messages``.
+        requests_per_minute: ``ARCANOS_REQUESTS_PER_MINUTE``: space this process's requests to the endpoint to
+            at most this many per minute (:mod:`arcanos_flows.ratelimit`); unset or ``0``: no limit.
+        step_cache_expiration: ``ARCANOS_STEP_CACHE_EXPIRATION``: seconds a cached reasoning step stays valid,
+            when caching is turned on (:mod:`arcanos_flows.caching`).
 
     Example:
         >>> settings = ArcanosSettings(
@@ -264,6 +268,10 @@ class ArcanosSettings(NotifierSettings):
     task_retries: int = Field(3, ge=0, le=10, validation_alias="ARCANOS_TASK_RETRIES")
     task_retry_delay: float = Field(2.0, ge=0, le=600, validation_alias="ARCANOS_TASK_RETRY_DELAY")
     incident_include_prompt: bool = Field(False, validation_alias="ARCANOS_INCIDENT_INCLUDE_PROMPT")
+    requests_per_minute: int | None = Field(None, ge=0, le=10_000_000, validation_alias="ARCANOS_REQUESTS_PER_MINUTE")
+    step_cache_expiration: float = Field(
+        86_400.0, gt=0, le=366 * 86_400, validation_alias="ARCANOS_STEP_CACHE_EXPIRATION"
+    )
 
     @field_validator("openai_api_key")
     @classmethod
@@ -276,6 +284,12 @@ class ArcanosSettings(NotifierSettings):
             )
         _register(key)
         return key
+
+    @field_validator("requests_per_minute")
+    @classmethod
+    def _zero_is_off(cls, per_minute: int | None) -> int | None:
+        # 0 turns the limit off, also over a value in .env (an empty variable would fall back to .env).
+        return per_minute or None
 
     @field_validator("fine_tuned_model")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, task
@@ -21,6 +22,7 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
 from arcanos_flows import hooks
+from arcanos_flows.caching import REASONING_CACHE
 from arcanos_flows.client import ArcanosPythonClient
 from arcanos_flows.credentials import ArcanosCredentials, resolve_settings
 from arcanos_flows.errors import TRANSIENT_CLASSES, ConfigurationError, IncidentClass, classify
@@ -32,17 +34,22 @@ from arcanos_flows.runs import incident_id_for, request_identity, run_context, s
 from arcanos_flows.settings import ArcanosSettings
 
 __all__ = [
+    "DEFAULT_STEP_CACHE_EXPIRATION",
     "DEFAULT_TASK_RETRIES",
     "notify_maintenance",
     "retry_transient_failures",
     "run_reasoning",
     "run_simple_prompt",
     "shared_client",
+    "with_cache",
     "with_retries",
 ]
 
 DEFAULT_TASK_RETRIES = 3
 """Prefect retries of a reasoning step on transient failures: 4 tries in all."""
+
+DEFAULT_STEP_CACHE_EXPIRATION = timedelta(days=1)
+"""How long a cached step stays valid unless told otherwise (``ARCANOS_STEP_CACHE_EXPIRATION``'s default)."""
 
 SOURCE = "arcanos_flows.tasks"
 P = ParamSpec("P")
@@ -86,6 +93,31 @@ def with_retries(step_task: Task[P, R], settings: ArcanosSettings) -> Task[P, R]
         retries=settings.task_retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=settings.task_retry_delay),
     )
+
+
+def with_cache(step_task: Task[P, R], *, expiration: timedelta | None = DEFAULT_STEP_CACHE_EXPIRATION) -> Task[P, R]:
+    """The reasoning task with opt-in caching: the same question is answered from Prefect's result storage.
+
+    Applies :data:`arcanos_flows.caching.REASONING_CACHE` (the key covers the enforced model, the API, the
+    messages and the generation options; never the metadata, step name, credentials or run ids) with
+    ``persist_result=True``. A cache hit makes no request: the task run ends in Prefect's ``Cached`` state with
+    the stored :class:`ReasoningResult`. Failed steps are never cached. Pass ``refresh_cache=True`` to
+    ``.with_options`` of the result to ask again and overwrite the stored answer.
+
+    Args:
+        step_task: ``run_reasoning`` or ``run_simple_prompt`` (or either after :func:`with_retries`).
+        expiration: How long a stored answer is used; ``None``: until it is deleted from result storage.
+
+    Returns:
+        A copy of the task with caching on.
+
+    Example:
+        >>> from datetime import timedelta
+        >>> cached = with_cache(run_reasoning, expiration=timedelta(hours=6))
+        >>> cached.persist_result, cached.cache_expiration
+        (True, datetime.timedelta(seconds=21600))
+    """
+    return step_task.with_options(cache_policy=REASONING_CACHE, persist_result=True, cache_expiration=expiration)
 
 
 def retry_transient_failures(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
@@ -164,7 +196,8 @@ def _run(
     retry_condition_fn=retry_transient_failures,
     on_failure=[hooks.task_on_failure],
     result_serializer="json",
-    # Each call is a fresh, billed question: nothing is cached or written to result storage unless a flow opts in.
+    # Each call is a fresh, billed question: nothing is cached or written to result storage unless a flow opts in
+    # (with_cache).
     cache_policy=NO_CACHE,
     persist_result=False,
 )

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -42,40 +40,6 @@ PLAN = (
 QUESTIONS = ["Which confirmation layers exist?", "Who confirms each layer?", "What happens on timeout?"]
 
 
-class MatchingOpenAIServer(FakeOpenAIServer):
-    """A FakeOpenAIServer that answers requests whose body contains a marker with a fixed reply.
-
-    Parallel steps arrive in any order, so scripting replies by arrival cannot fail a chosen step.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._rules: list[tuple[bytes, Reply]] = []
-        self._serving = threading.local()
-
-    def reply_when(self, marker: str, reply: Reply) -> None:
-        """Answer every request whose raw body contains ``marker`` with ``reply`` (the script is left alone)."""
-        self._rules.append((marker.encode(), reply))
-
-    def _record(self, request: RecordedRequest) -> int:
-        self._serving.request = request  # the same handler thread takes its reply next
-        return super()._record(request)
-
-    def _take_reply(self) -> tuple[Reply, float, str | None]:
-        request = getattr(self._serving, "request", None)
-        for marker, reply in self._rules:
-            if request is not None and marker in request.body:
-                return reply, self.latency, self.model_override
-        return super()._take_reply()
-
-
-@pytest.fixture
-def openai_server() -> Iterator[MatchingOpenAIServer]:
-    """The fake OpenAI server, able to fail the request of one chosen step."""
-    with MatchingOpenAIServer() as server:
-        yield server
-
-
 def user_text(request: RecordedRequest) -> str:
     return request.json["messages"][-1]["content"]
 
@@ -108,7 +72,7 @@ def test_parse_questions_takes_numbered_and_bulleted_lines_up_to_the_cap() -> No
     assert parse_questions("No list at all.") == []
 
 
-def test_research_metadata_reaches_every_request(openai_server: MatchingOpenAIServer, arcanos_env: dict) -> None:
+def test_research_metadata_reaches_every_request(openai_server: FakeOpenAIServer, arcanos_env: dict) -> None:
     """Audit parameters, the confirmation token and the Prefect ids travel with every request of a research run."""
     openai_server.script(Reply.ok(PLAN))
 
@@ -166,7 +130,7 @@ def test_research_metadata_reaches_every_request(openai_server: MatchingOpenAISe
 
 
 def test_given_questions_are_framed_by_the_plan_not_replaced(
-    openai_server: MatchingOpenAIServer, arcanos_env: dict
+    openai_server: FakeOpenAIServer, arcanos_env: dict
 ) -> None:
     """Explicit questions are investigated as given; the plan step still runs and sees them."""
     openai_server.script(Reply.ok("1. Something else entirely?"))
@@ -185,7 +149,7 @@ def test_given_questions_are_framed_by_the_plan_not_replaced(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("max_parallel", "questions"), [(2, 5), (4, 8)])
 def test_investigations_run_at_most_max_parallel_at_once_and_reach_it(
-    openai_server: MatchingOpenAIServer, arcanos_env: dict, max_parallel: int, questions: int
+    openai_server: FakeOpenAIServer, arcanos_env: dict, max_parallel: int, questions: int
 ) -> None:
     """max_parallel bounds the investigations in flight, and that many really run together."""
     # Each investigation takes a second upstream: ample time for its siblings to start, even on a loaded machine.
@@ -204,7 +168,7 @@ def test_investigations_run_at_most_max_parallel_at_once_and_reach_it(
 
 
 def test_invalid_parameters_fail_before_any_request(
-    openai_server: MatchingOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
+    openai_server: FakeOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
 ) -> None:
     """Bad parameters fail the run with a message naming the problem, before anything is sent to OpenAI."""
     crowded = {f"key{n}": "v" for n in range(13)}
@@ -234,7 +198,7 @@ def test_invalid_parameters_fail_before_any_request(
 
 
 def test_one_failed_investigation_reports_one_incident_and_fails_the_run_after_the_synthesis(
-    openai_server: MatchingOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
+    openai_server: FakeOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
 ) -> None:
     """A step failing with 401 sends exactly one incident; the others are synthesised, published, and the run fails."""
     openai_server.script(Reply.ok(PLAN))
@@ -277,7 +241,7 @@ def test_one_failed_investigation_reports_one_incident_and_fails_the_run_after_t
 
 
 def test_a_failed_plan_fails_the_run_with_one_incident(
-    openai_server: MatchingOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
+    openai_server: FakeOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
 ) -> None:
     """When the plan step fails, the run fails with that error, reported once, and nothing else is asked."""
     openai_server.script(Reply.error(401))
@@ -294,7 +258,7 @@ def test_a_failed_plan_fails_the_run_with_one_incident(
 
 
 def test_a_failed_synthesis_fails_the_run_with_one_incident_and_still_publishes(
-    openai_server: MatchingOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
+    openai_server: FakeOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
 ) -> None:
     """A synthesis that fails (here: refused) fails the run with its error; the report shows the failed step."""
     openai_server.reply_when("Synthesize the research findings", Reply.refused("No."))
@@ -309,7 +273,7 @@ def test_a_failed_synthesis_fails_the_run_with_one_incident_and_still_publishes(
 
 
 def test_maintenance_check_asks_the_sample_prompt_and_publishes_its_answer(
-    openai_server: MatchingOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
+    openai_server: FakeOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
 ) -> None:
     """The check sends the original module's sample prompt to the enforced model and publishes the outcome."""
     openai_server.script(Reply.ok("1. Token\n2. Signature\n3. Human review"))
@@ -331,7 +295,7 @@ def test_maintenance_check_asks_the_sample_prompt_and_publishes_its_answer(
 
 
 def test_maintenance_check_answered_by_another_model_sends_one_model_enforcement_incident(
-    openai_server: MatchingOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
+    openai_server: FakeOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict
 ) -> None:
     """Another model answering fails the check at once (no retry) with exactly one model_enforcement incident."""
     openai_server.model_override = "gpt-4o-2024-08-06"

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -438,6 +439,148 @@ def test_client_hang_ups_print_nothing(capfd: pytest.CaptureFixture[str]) -> Non
     assert captured.err == ""
 
 
+# --- FakeOpenAIServer: replies chosen by request, rate-limit mode, counters ------------------------------
+
+
+def chat_about(server: FakeOpenAIServer, text: str) -> requests.Response:
+    body = {
+        "model": "gpt-5.1",
+        "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": text}],
+    }
+    return requests.post(f"{server.base_url}/chat/completions", json=body, timeout=5)
+
+
+def test_reply_when_answers_matching_requests_whatever_their_order(server: FakeOpenAIServer) -> None:
+    """A marker in the last user message picks the reply, in any arrival order; other requests take the script."""
+    server.reply_when("Investigate: alpha", Reply.ok("about alpha"))
+    server.reply_when("Investigate: beta", Reply.error(401))
+    server.script(Reply.ok("scripted"))
+
+    texts = ["Investigate: beta?", "Something else", "Investigate: alpha?", "Investigate: beta!", "Investigate: alpha"]
+    with ThreadPoolExecutor(len(texts)) as pool:
+        answers = dict(zip(texts, pool.map(lambda text: chat_about(server, text), texts), strict=True))
+
+    assert [answers[text].status_code for text in texts] == [401, 200, 200, 401, 200]
+    assert answers["Investigate: alpha?"].json()["choices"][0]["message"]["content"] == "about alpha"
+    assert answers["Investigate: alpha"].json()["choices"][0]["message"]["content"] == "about alpha"
+    assert answers["Something else"].json()["choices"][0]["message"]["content"] == "scripted"
+    assert server.pending == 0
+    # The system message and the JSON around the text are not searched: only the last user message is.
+    assert chat_about(server, "Be terse, beta").status_code == 200
+
+
+def test_reply_when_matches_responses_input_and_predicates_and_counts_times(server: FakeOpenAIServer) -> None:
+    """Rules see the Responses API's input too; a predicate gets the RecordedRequest; times= ends a rule."""
+    server.reply_when(lambda request: request.json.get("max_completion_tokens") == 7, Reply.length(), times=2)
+    server.reply_when("incident backlog", Reply.ok("from the rule"))
+
+    assert post_responses(server).json()["output"][0]["content"][0]["text"] == "from the rule"
+    finishes = [post_chat(server, max_completion_tokens=7).json()["choices"][0]["finish_reason"] for _ in range(3)]
+    # The first two take the predicate's reply; then that rule is gone and the marker rule matches.
+    assert finishes == ["length", "length", "stop"]
+    assert post_chat(server).json()["choices"][0]["message"]["content"] == "from the rule"
+
+    server.clear()
+    assert post_chat(server).json()["choices"][0]["message"]["content"].startswith("[fake] ")
+    with pytest.raises(ValueError, match="non-empty"):
+        server.reply_when("", Reply.ok())
+    with pytest.raises(ValueError, match="times"):
+        server.reply_when("x", Reply.ok(), times=0)
+
+
+def test_rate_limit_answers_429_with_retry_after_beyond_the_bucket() -> None:
+    """Beyond the limit the server answers 429 rate_limit_exceeded, with Retry-After and OpenAI's headers."""
+    # One request per 10 s: however slowly this machine sends them, the bucket stays empty for the whole test.
+    with FakeOpenAIServer(requests_per_minute=6, burst=2) as fake:
+        fake.script(Reply.ok("first"), Reply.ok("second"), Reply.ok("third"))
+        admitted = [post_chat(fake) for _ in range(2)]
+        refused = post_chat(fake)
+
+        assert [response.status_code for response in admitted] == [200, 200]
+        assert admitted[0].headers["x-ratelimit-limit-requests"] == "6"
+        assert admitted[0].headers["x-ratelimit-remaining-requests"] == "1"
+        assert admitted[1].headers["x-ratelimit-remaining-requests"] == "0"
+        assert re.fullmatch(r"\d+(\.\d+)?s", admitted[1].headers["x-ratelimit-reset-requests"])
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "10"
+        assert 9000 <= int(refused.headers["retry-after-ms"]) <= 10000
+        body = refused.json()
+        validate(body, "ErrorResponse")
+        assert (body["error"]["type"], body["error"]["code"]) == ("requests", "rate_limit_exceeded")
+        assert "Limit 6," in body["error"]["message"]
+        # A refused request takes no scripted reply: the third is still queued.
+        assert fake.pending == 1
+        assert fake.rate_limited_count == 1
+        assert len(fake.completion_requests) == 3
+
+        with (
+            openai.OpenAI(base_url=fake.base_url, api_key="sk-test", max_retries=0) as sdk,
+            pytest.raises(openai.RateLimitError) as raised,
+        ):
+            sdk.chat.completions.create(model="gpt-5.1", messages=MESSAGES)
+        assert raised.value.code == "rate_limit_exceeded"
+        assert fake.rate_limited_count == 2
+
+        fake.set_rate_limit(None)
+        assert post_chat(fake).json()["choices"][0]["message"]["content"] == "third"
+        assert fake.requests_per_minute is None
+
+
+def test_rate_limit_admits_requests_at_the_configured_rate() -> None:
+    """Requests sent as fast as possible are admitted at the limit's rate, no faster and not much slower."""
+    with FakeOpenAIServer(requests_per_minute=1200, burst=1) as fake, requests.Session() as session:
+        url = f"{fake.base_url}/models/gpt-5.1"
+        statuses: list[int] = []
+        started = time.monotonic()
+        while time.monotonic() - started < 0.5:
+            statuses.append(session.get(url, timeout=5).status_code)
+        elapsed = time.monotonic() - started
+
+    admitted = statuses.count(200)
+    assert set(statuses) == {200, 429}
+    # 20 per second plus the one the full bucket held at the start.
+    assert admitted <= 1 + 20 * elapsed + 1
+    assert admitted >= 0.5 * 20 * elapsed
+    assert statuses.count(429) == fake.rate_limited_count
+
+
+def test_rate_limit_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="requests_per_minute"):
+        FakeOpenAIServer(requests_per_minute=0)
+    with pytest.raises(ValueError, match="burst"):
+        FakeOpenAIServer(requests_per_minute=60, burst=0.5)
+    assert FakeOpenAIServer(requests_per_minute=30).requests_per_minute == 30
+
+
+def test_stats_count_requests_and_answers_and_are_served_over_http() -> None:
+    """GET /_stats tells another process what arrived and how it was answered; DELETE resets the counters."""
+    with FakeOpenAIServer(requests_per_minute=6, burst=1) as fake:
+        fake.script(Reply.error(500))
+        post_chat(fake)
+        post_chat(fake)
+        requests.get(f"{fake.origin}/nowhere", timeout=5)
+
+        stats = requests.get(f"{fake.origin}/_stats", timeout=5).json()
+        assert stats == fake.stats()
+        assert {key: stats[key] for key in ("requests", "completions", "rate_limited", "statuses", "dropped")} == {
+            "requests": 3,
+            "completions": 2,
+            "rate_limited": 1,
+            "statuses": {"404": 1, "429": 1, "500": 1},
+            "dropped": 0,
+        }
+        assert stats["paths"] == {"/nowhere": 1, "/v1/chat/completions": 2}
+        assert stats["requests_per_minute"] == 6
+        assert stats["first_request_at"] <= stats["last_request_at"] <= time.time()
+        # The counters' own endpoint is neither recorded nor counted.
+        assert len(fake.requests) == 3
+
+        assert requests.delete(f"{fake.origin}/_stats", timeout=5).status_code == 204
+        assert fake.stats()["requests"] == 0
+        assert fake.rate_limited_count == 0
+        assert len(fake.requests) == 3
+
+
 # --- WebhookReceiver ------------------------------------------------------------------------------------
 
 
@@ -591,3 +734,63 @@ def test_module_runs_the_openai_server_until_sigterm() -> None:
         _, stderr = process.communicate()
     assert returncode == 0, stderr
     assert "Traceback" not in stderr
+
+
+def test_module_runs_a_rate_limited_openai_server_with_stats() -> None:
+    """--rpm turns on the rate limit of the server process; its counters are read over GET /_stats."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "arcanos_flows.testing", "openai", "--rpm", "6", "--burst", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = _read_first_line(process, timeout=15.0)
+        base_url = line.split()[1]
+        body = {"model": "gpt-5.1", "messages": MESSAGES}
+        statuses = [requests.post(f"{base_url}/chat/completions", json=body, timeout=5).status_code for _ in range(2)]
+        stats = requests.get(base_url.removesuffix("/v1") + "/_stats", timeout=5).json()
+    finally:
+        process.terminate()
+        try:
+            returncode = process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        _, stderr = process.communicate()
+    assert statuses == [200, 429]
+    assert (stats["completions"], stats["rate_limited"], stats["requests_per_minute"]) == (2, 1, 6)
+    assert returncode == 0, stderr
+
+
+def test_module_refuses_a_burst_without_a_rate() -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "arcanos_flows.testing", "openai", "--burst", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert process.returncode == 2
+    assert "--burst needs --rpm" in process.stderr
+
+
+def test_vendored_schemas_match_the_official_spec() -> None:
+    """The vendored subset is exactly what tests/openapi/vendor.py cuts from the full spec, when one is at hand."""
+    import importlib.util
+    from pathlib import Path
+
+    full = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.json"
+    if not full.is_file():
+        pytest.skip("the full OpenAI spec is not next to this checkout")
+    spec = importlib.util.spec_from_file_location("vendor", Path(__file__).parent / "openapi" / "vendor.py")
+    assert spec is not None
+    assert spec.loader is not None
+    vendor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vendor)
+    official = json.loads(full.read_text(encoding="utf-8"))["components"]["schemas"]
+    vendored = json.loads((Path(__file__).parent / "openapi" / "openai-schemas.json").read_text(encoding="utf-8"))
+    assert vendored["components"]["schemas"] == vendor.closure(official)

@@ -2,7 +2,10 @@
 
 Both are real HTTP servers on 127.0.0.1 (a random port by default) running in a background thread,
 so the code under test talks HTTP exactly as in production. They are also runnable as processes:
-``python -m arcanos_flows.testing openai`` and ``python -m arcanos_flows.testing webhook``.
+``python -m arcanos_flows.testing openai`` and ``python -m arcanos_flows.testing webhook``. The fake
+OpenAI server answers by arrival order (``script``) or by what a request asks (``reply_when``), can
+enforce a requests-per-minute limit (``requests_per_minute=``, ``--rpm``), and serves its counters
+at ``GET /_stats``.
 
 Example:
     >>> from arcanos_flows.testing import FakeOpenAIServer, Reply

@@ -2,7 +2,8 @@
 
 The first line on stdout is ``READY <url>`` once the server accepts connections (the OpenAI base
 URL, or the webhook delivery URL); the process then serves until SIGTERM or SIGINT and exits 0.
-The webhook receiver logs one JSON line per delivery on stderr.
+The webhook receiver logs one JSON line per delivery on stderr. The fake OpenAI server's counters
+are at ``GET <origin>/_stats`` (JSON; ``DELETE`` resets them), e.g. for a benchmark in another process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ from arcanos_flows.testing.webhook_receiver import Delivery, WebhookReceiver
 __all__ = ["main"]
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m arcanos_flows.testing",
@@ -33,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     openai.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default: 0)")
     openai.add_argument("--latency", type=float, default=0.0, help="seconds added before every answer")
     openai.add_argument("--model-override", default=None, metavar="NAME", help="model that answers every completion")
+    openai.add_argument(
+        "--rpm",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="answer 429 rate_limit_exceeded beyond N API requests per minute (a token bucket)",
+    )
+    openai.add_argument(
+        "--burst", type=_positive, default=None, metavar="N", help="requests let through at once (default: rpm/60)"
+    )
 
     webhook = commands.add_parser("webhook", help="a webhook receiver that records deliveries")
     webhook.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
@@ -65,9 +86,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     server: FakeOpenAIServer | WebhookReceiver
     if args.command == "openai":
-        server = FakeOpenAIServer(
-            host=args.host, port=args.port, latency=args.latency, model_override=args.model_override
-        )
+        if args.burst is not None and args.rpm is None:
+            print("error: --burst needs --rpm", file=sys.stderr)
+            return 2
+        try:
+            server = FakeOpenAIServer(
+                host=args.host,
+                port=args.port,
+                latency=args.latency,
+                model_override=args.model_override,
+                requests_per_minute=args.rpm,
+                burst=args.burst,
+            )
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     else:
         try:
             server = WebhookReceiver(

@@ -3,25 +3,32 @@
 Answers are deterministic (derived from the request) and shaped like the real API's bodies, so the
 real ``openai`` SDK talks to it unchanged; :class:`Reply` scripts what the next requests get
 instead: HTTP errors, malformed bodies, refusals, truncation, another model, delays, hang-ups.
+Replies are chosen by arrival order (:meth:`FakeOpenAIServer.script`) or by what a request asks
+(:meth:`FakeOpenAIServer.reply_when`); an optional requests-per-minute limit answers 429 beyond it,
+and ``GET /_stats`` tells another process how many requests arrived and how they were answered.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from urllib.parse import unquote, urlsplit
 
 from arcanos_flows.testing._http import BackgroundServer, QuietHandler, format_seconds, parse_json
 
-__all__ = ["DEFAULT_MODEL", "FakeOpenAIServer", "RecordedRequest", "Reply"]
+__all__ = ["DEFAULT_MODEL", "STATS_PATH", "FakeOpenAIServer", "RecordedRequest", "Reply"]
 
 DEFAULT_MODEL = "gpt-5.1"
 """The model ``GET /v1/models`` lists before any request has named one."""
+
+STATS_PATH = "/_stats"
+"""``GET`` answers the server's counters as JSON (:meth:`FakeOpenAIServer.stats`); ``DELETE`` resets them."""
 
 _COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/v1/responses"})
 _MODEL_CREATED = 1_700_000_000
@@ -300,6 +307,9 @@ class _OpenAIHandler(QuietHandler):
     def _serve(self) -> None:
         fake = cast("FakeOpenAIServer", self.server.owner)
         raw = self.read_body()
+        if _normalized_path(self.path) == STATS_PATH:
+            self._serve_stats(fake)
+            return
         request = RecordedRequest(
             method=self.command,
             path=self.path,
@@ -315,16 +325,27 @@ class _OpenAIHandler(QuietHandler):
             # Unknown paths are not API calls: they leave the script alone and always answer 404.
             message = f"Invalid URL ({self.command} {urlsplit(self.path).path})"
             payload = _error_body(message, "invalid_request_error", None)
+            # Counted before answering, so a client that reads /_stats right after its answer sees it counted.
+            fake._answered(404)
             self.send_payload(404, payload, headers=headers)
             return
-        reply, latency, override = fake._take_reply()
-        if not self.pause(latency + reply.delay):
-            self.drop_connection()
+        admitted, limit_headers, wait = fake._admit()
+        headers.update(limit_headers)
+        if not admitted:
+            # Over the limit: answered at once, without taking a scripted reply or a rule's turn.
+            retry_headers = {"Retry-After": str(max(1, math.ceil(wait))), "retry-after-ms": str(math.ceil(wait * 1000))}
+            model = request.json.get("model") if isinstance(request.json, dict) else None
+            payload = _rate_limited_body(fake.requests_per_minute or 0, model, wait)
+            fake._answered(429, rate_limited=True)
+            self.send_payload(429, payload, headers={**headers, **retry_headers})
             return
-        if reply.drop_connection:
+        reply, latency, override = fake._reply_for(request)
+        if not self.pause(latency + reply.delay) or reply.drop_connection:
+            fake._answered(None)
             self.drop_connection()
             return
         status, payload = _render(route, model_id, reply, request, number, override, fake)
+        fake._answered(status)
         self.send_payload(
             status,
             payload,
@@ -334,22 +355,49 @@ class _OpenAIHandler(QuietHandler):
             close_delimited=reply.omit_content_length,
         )
 
+    def _serve_stats(self, fake: FakeOpenAIServer) -> None:
+        if self.command == "GET":
+            self.send_payload(200, _dump(fake.stats()))
+        elif self.command == "DELETE":
+            fake.reset_stats()
+            self.send_payload(204, b"")
+        else:
+            self.send_payload(405, _error_body("Use GET or DELETE", "invalid_request_error", None))
+
 
 class FakeOpenAIServer(BackgroundServer):
     """An OpenAI-compatible HTTP server for offline tests, answering from a script.
 
-    Each request to an endpoint takes the next scripted :class:`Reply`, or the default reply when
-    the script is empty; requests to unknown paths get a 404 and leave the script alone. Every
-    answer carries ``x-request-id: req_<n>``, ``n`` counting requests from 1 over the server's life
-    (:meth:`clear` does not reset it), and completion ids reuse ``n`` (``chatcmpl-<n>``, ``resp_<n>``).
-    A models lookup answers the id it was asked for; ``model_override`` and ``Reply.model`` change
-    only which model answers completions. ``stream=true`` requests get a 400.
+    Each request to an endpoint takes the reply of the first :meth:`reply_when` rule it matches, else
+    the next scripted :class:`Reply`, else the default reply when the script is empty; requests to
+    unknown paths get a 404 and leave the script alone. Every answer carries
+    ``x-request-id: req_<n>``, ``n`` counting requests from 1 over the server's life (:meth:`clear`
+    does not reset it), and completion ids reuse ``n`` (``chatcmpl-<n>``, ``resp_<n>``). A models
+    lookup answers the id it was asked for; ``model_override`` and ``Reply.model`` change only which
+    model answers completions. ``stream=true`` requests get a 400.
+
+    **Rate-limit mode.** With ``requests_per_minute``, API requests (completions and models lookups)
+    draw from a token bucket that holds ``burst`` requests (default: one second's worth,
+    ``requests_per_minute / 60``, at least 1) and refills at ``requests_per_minute / 60`` per second,
+    so the long-run rate is the limit while short bursts pass, as OpenAI enforces its limits over
+    short periods. A request finding the bucket empty is answered at once with 429
+    ``rate_limit_exceeded``, ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms`` (the
+    time until a request is admitted again), without taking a scripted reply; it does not draw from
+    the bucket. Every API answer then carries ``x-ratelimit-limit-requests``,
+    ``x-ratelimit-remaining-requests`` (requests admitted right now) and ``x-ratelimit-reset-requests``
+    (time until the bucket is full, e.g. ``120ms``), like OpenAI's headers.
+
+    **Counters.** :meth:`stats` (also ``GET /_stats`` as JSON, for a server in another process;
+    ``DELETE /_stats`` resets them) counts the requests received, completions, 429s of the rate
+    limit, answers by status and requests by path; ``/_stats`` itself is not counted or recorded.
 
     Args:
         host: Interface to bind.
         port: Port to bind; 0 picks a free one.
         latency: Seconds added before every answer.
         model_override: Model that answers every completion instead of the requested one.
+        requests_per_minute: Answer 429 beyond this many API requests per minute (``None``: no limit).
+        burst: Requests the rate limit lets through at once (default: ``requests_per_minute / 60``).
 
     Example:
         >>> import json, urllib.request
@@ -374,6 +422,8 @@ class FakeOpenAIServer(BackgroundServer):
         port: int = 0,
         latency: float = 0.0,
         model_override: str | None = None,
+        requests_per_minute: float | None = None,
+        burst: float | None = None,
     ) -> None:
         super().__init__(host=host, port=port)
         self._lock = threading.Lock()
@@ -384,6 +434,11 @@ class FakeOpenAIServer(BackgroundServer):
         self._requests: list[RecordedRequest] = []
         self._counter = 0
         self._last_model: str | None = None
+        # Named so that subclasses keeping rules of their own (under other names) do not collide with these.
+        self._reply_rules: list[_ReplyRule] = []
+        self._bucket: _TokenBucket | None = None
+        self._stats = _Stats()
+        self.set_rate_limit(requests_per_minute, burst=burst)
 
     @property
     def base_url(self) -> str:
@@ -430,6 +485,98 @@ class FakeOpenAIServer(BackgroundServer):
         with self._lock:
             self._default = reply
 
+    def reply_when(
+        self,
+        match: str | Callable[[RecordedRequest], bool],
+        reply: Reply,
+        *,
+        times: int | None = None,
+    ) -> None:
+        """Answer the requests that match with ``reply``, whatever order they arrive in.
+
+        Rules stand until :meth:`clear` (or until used ``times`` times) and are tried in the order they
+        were added, before the script; a request no rule matches takes the script or the default reply.
+        Parallel steps arrive in any order, so this is how a test fails one chosen step.
+
+        Args:
+            match: A substring of the request's last user message (Chat ``messages`` or Responses
+                ``input``), or a function of the :class:`RecordedRequest` returning whether it matches.
+            reply: The answer to matching requests.
+            times: Answer only this many matching requests, then drop the rule (``None``: no end).
+
+        Raises:
+            ValueError: ``match`` is an empty string, or ``times`` is below 1.
+
+        Example:
+            >>> with FakeOpenAIServer() as server:
+            ...     server.reply_when("Investigate: Who confirms?", Reply.error(401), times=1)
+            ...     server.reply_when(lambda request: "gpt-4o" in request.body.decode(), Reply.error(404))
+        """
+        if isinstance(match, str) and not match:
+            raise ValueError("reply_when: the marker must be a non-empty string")
+        if times is not None and times < 1:
+            raise ValueError(f"reply_when: times must be at least 1, got {times}")
+        with self._lock:
+            self._reply_rules.append(_ReplyRule(match, reply, times))
+
+    @property
+    def requests_per_minute(self) -> float | None:
+        """The rate limit in requests per minute, or ``None`` (set with :meth:`set_rate_limit`)."""
+        with self._lock:
+            return self._bucket.per_minute if self._bucket is not None else None
+
+    def set_rate_limit(self, requests_per_minute: float | None, *, burst: float | None = None) -> None:
+        """Turn the rate-limit mode on (with a full bucket) or off (``None``).
+
+        Args:
+            requests_per_minute: The long-run limit; ``None`` answers every request.
+            burst: How many requests pass at once (default: one second's worth, at least 1).
+
+        Raises:
+            ValueError: A limit or burst that is not positive.
+        """
+        bucket = None
+        if requests_per_minute is not None:
+            if not requests_per_minute > 0:
+                raise ValueError(f"requests_per_minute must be > 0, got {requests_per_minute}")
+            capacity = max(1.0, requests_per_minute / 60) if burst is None else burst
+            if not capacity >= 1:
+                raise ValueError(f"burst must be >= 1, got {burst}")
+            bucket = _TokenBucket(float(requests_per_minute), float(capacity))
+        with self._lock:
+            self._bucket = bucket
+
+    @property
+    def rate_limited_count(self) -> int:
+        """How many requests the rate limit answered with 429 (since the last :meth:`reset_stats`)."""
+        with self._lock:
+            return self._stats.rate_limited
+
+    def stats(self) -> dict[str, Any]:
+        """The counters since start or :meth:`reset_stats`, as ``GET /_stats`` answers them.
+
+        Returns:
+            ``requests`` (received, unknown paths included), ``completions`` (POSTs to the completion
+            endpoints), ``rate_limited`` (429s of the rate limit), ``statuses`` (answers by status,
+            keys are strings), ``dropped`` (connections closed without an answer), ``paths`` (requests
+            by path), ``first_request_at`` and ``last_request_at`` (``time.time()`` of the first and
+            last request, or ``None``), and ``requests_per_minute`` (the limit, or ``None``).
+
+        Example:
+            >>> with FakeOpenAIServer(requests_per_minute=600) as server:
+            ...     server.stats()["requests"], server.stats()["requests_per_minute"]
+            (0, 600.0)
+        """
+        with self._lock:
+            stats = self._stats.snapshot()
+            stats["requests_per_minute"] = self._bucket.per_minute if self._bucket is not None else None
+            return stats
+
+    def reset_stats(self) -> None:
+        """Zero the counters of :meth:`stats` (recorded requests and the request numbering stay)."""
+        with self._lock:
+            self._stats = _Stats()
+
     @property
     def pending(self) -> int:
         """How many scripted replies are still queued."""
@@ -452,16 +599,49 @@ class FakeOpenAIServer(BackgroundServer):
         ]
 
     def clear(self) -> None:
-        """Forget recorded requests and any pending scripted replies (the default reply stays)."""
+        """Forget recorded requests, pending scripted replies and :meth:`reply_when` rules.
+
+        The default reply, the rate limit and the counters of :meth:`stats` stay.
+        """
         with self._lock:
             self._requests.clear()
             self._script.clear()
+            self._reply_rules.clear()
 
     def _record(self, request: RecordedRequest) -> int:
         with self._lock:
             self._counter += 1
             self._requests.append(request)
+            self._stats.received(request)
             return self._counter
+
+    def _answered(self, status: int | None, *, rate_limited: bool = False) -> None:
+        with self._lock:
+            self._stats.answered(status, rate_limited=rate_limited)
+
+    def _admit(self) -> tuple[bool, dict[str, str], float]:
+        """Take a request from the rate limit: whether it passes, the headers to add, and the wait if not."""
+        with self._lock:
+            if self._bucket is None:
+                return True, {}, 0.0
+            return self._bucket.take(time.monotonic())
+
+    def _reply_for(self, request: RecordedRequest) -> tuple[Reply, float, str | None]:
+        with self._lock:
+            rules = list(self._reply_rules)
+        # Predicates run outside the lock: they may read the server (its requests, its properties).
+        for rule in rules:
+            if not rule.matches(request):
+                continue
+            with self._lock:
+                if rule not in self._reply_rules:
+                    continue  # used up by a concurrent request meanwhile
+                if rule.times is not None:
+                    rule.times -= 1
+                    if rule.times == 0:
+                        self._reply_rules.remove(rule)
+                return rule.reply, self._latency, self._model_override
+        return self._take_reply()
 
     def _take_reply(self) -> tuple[Reply, float, str | None]:
         with self._lock:
@@ -478,6 +658,117 @@ class FakeOpenAIServer(BackgroundServer):
             if self._model_override and self._model_override not in names:
                 names.append(self._model_override)
             return names
+
+
+@dataclass(eq=False)
+class _ReplyRule:
+    match: str | Callable[[RecordedRequest], bool]
+    reply: Reply
+    times: int | None
+
+    def matches(self, request: RecordedRequest) -> bool:
+        if isinstance(self.match, str):
+            return self.match in _request_user_text(request)
+        return bool(self.match(request))
+
+
+class _TokenBucket:
+    """Holds up to ``capacity`` requests and refills at ``per_minute / 60`` per second (guarded by the server)."""
+
+    def __init__(self, per_minute: float, capacity: float) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60
+        self.capacity = capacity
+        self.tokens = capacity
+        self.updated = time.monotonic()
+
+    def take(self, now: float) -> tuple[bool, dict[str, str], float]:
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        admitted = self.tokens >= 1
+        if admitted:
+            self.tokens -= 1
+        wait = 0.0 if admitted else (1 - self.tokens) / self.rate
+        headers = {
+            "x-ratelimit-limit-requests": format_seconds(self.per_minute),
+            "x-ratelimit-remaining-requests": str(int(self.tokens)),
+            "x-ratelimit-reset-requests": _duration((self.capacity - self.tokens) / self.rate),
+        }
+        return admitted, headers, wait
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.requests = 0
+        self.completions = 0
+        self.rate_limited = 0
+        self.dropped = 0
+        self.statuses: Counter[int] = Counter()
+        self.paths: Counter[str] = Counter()
+        self.first_request_at: float | None = None
+        self.last_request_at: float | None = None
+
+    def received(self, request: RecordedRequest) -> None:
+        path = _normalized_path(request.path)
+        now = time.time()
+        self.requests += 1
+        self.paths[path] += 1
+        if request.method == "POST" and path in _COMPLETION_PATHS:
+            self.completions += 1
+        if self.first_request_at is None:
+            self.first_request_at = now
+        self.last_request_at = now
+
+    def answered(self, status: int | None, *, rate_limited: bool) -> None:
+        if status is None:
+            self.dropped += 1
+        else:
+            self.statuses[status] += 1
+        if rate_limited:
+            self.rate_limited += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "completions": self.completions,
+            "rate_limited": self.rate_limited,
+            "statuses": {str(status): count for status, count in sorted(self.statuses.items())},
+            "dropped": self.dropped,
+            "paths": dict(sorted(self.paths.items())),
+            "first_request_at": self.first_request_at,
+            "last_request_at": self.last_request_at,
+        }
+
+
+def _duration(seconds: float) -> str:
+    """Format a delay as OpenAI's rate-limit headers do: ``120ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{round(rest, 3):g}s"
+
+
+def _rate_limited_body(per_minute: float, model: Any, wait: float) -> bytes:
+    limit = format_seconds(per_minute)
+    named = model if isinstance(model, str) and model else "the requested model"
+    message = (
+        f"Rate limit reached for {named} on requests per min (RPM): Limit {limit}, Requested 1. "
+        f"Please try again in {_duration(wait)}. Visit https://platform.openai.com/account/rate-limits to learn more."
+    )
+    return _error_body(message, "requests", "rate_limit_exceeded")
+
+
+def _request_user_text(request: RecordedRequest) -> str:
+    """The last user message of a Chat Completions or Responses request ('' for anything else)."""
+    body = request.json if isinstance(request.json, dict) else {}
+    if "messages" in body:
+        return _last_user_text(_as_list(body["messages"]))
+    raw_input = body.get("input")
+    if isinstance(raw_input, str):
+        return raw_input
+    return _last_user_text(_as_list(raw_input))
 
 
 def _render(
