@@ -22,7 +22,8 @@ from arcanos_flows.incidents import Incident, attach_incident, prompt_excerpt
 from arcanos_flows.messages import Message, check_messages, check_options, fingerprint
 from arcanos_flows.metadata import MetadataValue, build_metadata
 from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.redaction import redact, redact_data, redact_logs
+from arcanos_flows.ratelimit import shared_limiter
+from arcanos_flows.redaction import REDACTED, redact, redact_data, redact_logs
 from arcanos_flows.results import ReasoningResult
 from arcanos_flows.settings import ArcanosSettings
 from arcanos_flows.upstream import (
@@ -85,10 +86,22 @@ def _refuse_retrying_exhausted_quota(response: httpx2.Response) -> None:
         response.headers["x-should-retry"] = "false"
 
 
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key"})
+
+
+def _without_credentials(request: httpx2.Request) -> httpx2.Request:
+    headers = [
+        (name, REDACTED if name.lower() in _CREDENTIAL_HEADERS else redact(value))
+        for name, value in request.headers.items()
+    ]
+    return httpx2.Request(request.method, request.url, headers=headers, content=request.content)
+
+
 def _scrub(error: BaseException) -> None:
-    # The same exception object is re-raised; its text only loses secrets an upstream may have echoed
-    # (in a message, a body, a refusal, a model name, a request id). The SDK's raw `request` and
-    # `response` objects are left alone: they are the HTTP exchange itself, never printed by us.
+    # The same exception object is re-raised; it only loses secrets. Its text may hold what an upstream echoed
+    # (in a message, a body, a refusal, a model name, a request id); and the SDK's `request` carries the API key in
+    # its Authorization header, which Prefect would pickle into result storage with a failed run. Both are replaced
+    # by redacted copies built through httpx2's public constructors.
     cleaned = tuple(redact(arg) if isinstance(arg, str) else arg for arg in error.args)
     if cleaned != error.args:
         error.args = cleaned
@@ -98,6 +111,23 @@ def _scrub(error: BaseException) -> None:
             if scrubbed != value:
                 with contextlib.suppress(AttributeError, TypeError):  # a read-only property of the same name
                     setattr(error, attribute, scrubbed)
+    request = getattr(error, "request", None)
+    if isinstance(request, httpx2.Request):
+        try:
+            safe_request = _without_credentials(request)
+        except httpx2.RequestNotRead:
+            safe_request = httpx2.Request(request.method, request.url)
+        with contextlib.suppress(AttributeError, TypeError):
+            error.request = safe_request  # type: ignore[attr-defined]
+        response = getattr(error, "response", None)
+        if isinstance(response, httpx2.Response):
+            with contextlib.suppress(AttributeError, TypeError, httpx2.ResponseNotRead):
+                error.response = httpx2.Response(  # type: ignore[attr-defined]
+                    response.status_code,
+                    headers=[(name, redact(value)) for name, value in response.headers.items()],
+                    content=redact(response.content.decode("utf-8", "replace")).encode("utf-8"),
+                    request=safe_request,
+                )
 
 
 class ArcanosPythonClient:
@@ -105,7 +135,8 @@ class ArcanosPythonClient:
 
     Construction fails fast on bad configuration (after reporting a ``configuration`` incident). Every
     failure of a call is classified, reported through the notifier, and the original exception is
-    re-raised.
+    re-raised. With ``ARCANOS_REQUESTS_PER_MINUTE`` set, every HTTP attempt (SDK retries included) first
+    waits for a slot of the process-wide :attr:`rate_limiter` (:mod:`arcanos_flows.ratelimit`).
 
     Args:
         settings: Settings to use; read from the environment and ``.env`` when omitted.
@@ -134,6 +165,9 @@ class ArcanosPythonClient:
         self.notifier = notifier if notifier is not None else MaintenanceNotifier(self.settings, source=SOURCE)
         redact_logs(*_UPSTREAM_LOGGERS)
         self.model = self.settings.fine_tuned_model
+        self.rate_limiter = shared_limiter(self.settings)
+        # The limiter waits in a request hook, before the attempt takes a connection or starts its timeout.
+        request_hooks: list[Any] = [self.rate_limiter] if self.rate_limiter is not None else []
         self._openai = openai.OpenAI(
             api_key=self.settings.openai_api_key.get_secret_value(),
             base_url=self.settings.openai_base_url,
@@ -143,7 +177,10 @@ class ArcanosPythonClient:
             # Bounding comes first, so that no other hook can read an unbounded body.
             http_client=openai.DefaultHttpxClient(
                 verify=_tls_context(),
-                event_hooks={"response": [bound_response_body, _refuse_retrying_exhausted_quota]},
+                event_hooks={
+                    "request": request_hooks,
+                    "response": [bound_response_body, _refuse_retrying_exhausted_quota],
+                },
             ),
         )
 
