@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from prefect import Task, unmapped
@@ -30,7 +31,7 @@ from arcanos_flows.metadata import build_metadata
 from arcanos_flows.redaction import redact
 from arcanos_flows.results import ReasoningResult, Usage
 from arcanos_flows.runs import incident_id_for, request_identity
-from arcanos_flows.tasks import run_reasoning, with_retries
+from arcanos_flows.tasks import run_reasoning, with_cache, with_retries
 
 __all__ = [
     "MAX_PARALLEL",
@@ -69,13 +70,14 @@ class StepRecord(BaseModel):
     Attributes:
         step: The step's name: ``plan``, ``investigate-<n>`` or ``synthesis``.
         question: The question an investigation answered; ``None`` for plan and synthesis.
-        status: ``completed`` or ``failed``.
+        status: ``completed``, ``cached`` (answered from the step cache, without a request) or ``failed``.
         content: The model's answer (``None`` when the step failed).
         model: The model that answered.
-        usage: Tokens the step spent (zero when it failed).
-        latency_ms: Wall time of the successful call.
-        request_id: Upstream ``x-request-id`` (also for a failure that got an HTTP answer).
-        attempts: Tries the step took (Prefect task runs).
+        usage: Tokens the step spent (zero when it failed or was cached).
+        latency_ms: Wall time of the successful call (``None`` when cached).
+        request_id: Upstream ``x-request-id`` (also for a failure that got an HTTP answer; for a cached step, the
+            request that first got the answer).
+        attempts: Tries the step took (Prefect task runs; 0 when cached).
         error_class: The incident class of a failure (``authentication``, ``rate_limit``...).
         error: The failure's redacted message.
         incident_id: The incident the task hook reported for the failure.
@@ -84,7 +86,7 @@ class StepRecord(BaseModel):
 
     step: str
     question: str | None = None
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "cached", "failed"]
     content: str | None = None
     model: str | None = None
     usage: Usage = Field(default_factory=Usage)
@@ -98,8 +100,8 @@ class StepRecord(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """Whether the step completed."""
-        return self.status == "completed"
+        """Whether the step has an answer (completed or cached)."""
+        return self.status != "failed"
 
 
 class ResearchReport(BaseModel):
@@ -337,7 +339,21 @@ def _synthesis_messages(topic: str, plan: str, findings: list[StepRecord]) -> li
     return [{"role": "system", "content": RESEARCH_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
 
 
-def _completed(step: str, question: str | None, result: ReasoningResult, task_run_id: Any) -> StepRecord:
+def _completed(
+    step: str, question: str | None, result: ReasoningResult, task_run_id: Any, state: State | None = None
+) -> StepRecord:
+    if state is not None and state.name == "Cached":
+        # Answered from the step cache: no request was made and nothing was spent in this run.
+        return StepRecord(
+            step=step,
+            question=question,
+            status="cached",
+            content=result.content,
+            model=result.model,
+            request_id=result.request_id,
+            attempts=0,
+            task_run_id=str(task_run_id) if task_run_id else None,
+        )
     return StepRecord(
         step=step,
         question=question,
@@ -393,7 +409,7 @@ def _run_step(
     state = step_task(messages, metadata, step, return_state=True)
     task_run_id = state.state_details.task_run_id
     if state.is_completed():
-        return _completed(step, None, state.result(), task_run_id), None
+        return _completed(step, None, state.result(), task_run_id, state), None
     error = _error_of(state)
     return _failed(step, None, state, error, task_run_id, flow_run_id), error
 
@@ -426,7 +442,7 @@ def _investigate(
     for number, (question, future) in enumerate(zip(questions, futures, strict=True), 1):
         step = f"investigate-{number}"
         if future.state.is_completed():
-            records.append(_completed(step, question, future.result(), future.task_run_id))
+            records.append(_completed(step, question, future.result(), future.task_run_id, future.state))
         else:
             error = _error_of(future.state)
             errors.append(error)
@@ -450,6 +466,7 @@ def research_flow(
     audit: dict[str, str] | None = None,
     confirmation_token: str | None = None,
     max_parallel: int = 4,
+    cache: bool = False,
 ) -> ResearchReport:
     """Research a topic on the enforced model: plan, investigate each question in parallel, synthesise.
 
@@ -461,6 +478,9 @@ def research_flow(
         confirmation_token: Sent as ``confirmation_token`` in every request's metadata, over one in ``audit``
             (default: ``ARCANOS_CONFIRMATION_TOKEN``).
         max_parallel: How many investigations run at once (a bounded thread pool).
+        cache: Answer steps asked before (same model, API, messages and options) from Prefect's result storage,
+            without a request, for ``ARCANOS_STEP_CACHE_EXPIRATION`` seconds (:func:`arcanos_flows.tasks.with_cache`).
+            Cached steps show as ``Cached`` in the UI and ``cached``, with 0 tokens, in the report.
 
     Returns:
         The :class:`ResearchReport`; also published as the artifacts ``arcanos-research-report`` and
@@ -485,11 +505,15 @@ def research_flow(
             print(report.to_markdown())
     """
     topic, given = _validate(topic, questions, audit, confirmation_token, max_parallel)
+    if not isinstance(cache, bool):
+        raise InvalidReasoningInput("research_flow(cache=...): must be true or false")
     settings = resolve_settings()
     metadata = _request_metadata(audit, confirmation_token)
     shown_audit = _check_metadata_fits(metadata, settings.confirmation_token)
     logger = get_run_logger()
     step_task = with_retries(run_reasoning, settings)
+    if cache:
+        step_task = with_cache(step_task, expiration=timedelta(seconds=settings.step_cache_expiration))
     flow_context = FlowRunContext.get()
     flow_run_id = str(flow_context.flow_run.id) if flow_context and flow_context.flow_run else None
     report = ResearchReport(topic=topic, questions=list(given or []), audit=shown_audit, flow_run_id=flow_run_id)
