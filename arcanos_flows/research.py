@@ -301,6 +301,18 @@ def _check_metadata_fits(metadata: Mapping[str, Any], default_token: str | None)
     return {key: value for key, value in build_metadata(metadata).items() if key != "confirmation_token"}
 
 
+# Prompt budgets, in characters (roughly 4 per token): a run with hundreds of questions must still fit the model's
+# context, so long plans and findings are clipped, and the clipping is said in the prompt.
+PLAN_LISTING_BUDGET = 40_000
+PLAN_EXCERPT_BUDGET = 8_000
+SYNTHESIS_FINDINGS_BUDGET = 120_000
+_MIN_FINDING_BUDGET = 100  # x MAX_QUESTIONS (1000) still fits the findings budget
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 15, 0)].rstrip() + " …[clipped]"
+
+
 def _plan_messages(topic: str, questions: list[str] | None) -> list[dict[str, str]]:
     if questions is None:
         ask = (
@@ -309,7 +321,9 @@ def _plan_messages(topic: str, questions: list[str] | None) -> list[dict[str, st
             "one per line, and nothing else."
         )
     else:
-        listed = "\n".join(f"{number}. {question}" for number, question in enumerate(questions, 1))
+        listed = _clip(
+            "\n".join(f"{number}. {question}" for number, question in enumerate(questions, 1)), PLAN_LISTING_BUDGET
+        )
         ask = (
             f"Plan the research of this topic: {topic}\n\n"
             f"These questions will be investigated:\n{listed}\n\n"
@@ -322,17 +336,22 @@ def _investigation_messages(topic: str, plan: str, question: str) -> list[dict[s
     ask = (
         f"Investigate: {question}\n\n"
         f"This question is part of the research of: {topic}\n\n"
-        f"The research plan:\n{plan}\n\n"
+        f"The research plan:\n{_clip(plan, PLAN_EXCERPT_BUDGET)}\n\n"
         "Report your findings on this question only."
     )
     return [{"role": "system", "content": RESEARCH_SYSTEM}, {"role": "user", "content": ask}]
 
 
 def _synthesis_messages(topic: str, plan: str, findings: list[StepRecord]) -> list[dict[str, str]]:
-    parts = [f"Synthesize the research findings on: {topic}", "", f"The research plan:\n{plan}"]
+    parts = [
+        f"Synthesize the research findings on: {topic}",
+        "",
+        f"The research plan:\n{_clip(plan, PLAN_EXCERPT_BUDGET)}",
+    ]
+    per_finding = max(SYNTHESIS_FINDINGS_BUDGET // max(len(findings), 1), _MIN_FINDING_BUDGET)
     for record in findings:
         if record.ok:
-            parts += ["", f"## {record.question}", record.content or ""]
+            parts += ["", f"## {record.question}", _clip(record.content or "", per_finding)]
         else:
             parts += ["", f"## {record.question}", "(not investigated: the step failed)"]
     parts += ["", "Write a concise synthesis that answers the topic and says what remains open."]
