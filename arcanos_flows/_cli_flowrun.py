@@ -2,15 +2,23 @@
 
 Progress comes from two sources. A logging handler sees the run's own log records as they are written, in
 this process (the flow run starting, each step finishing, retrying or failing, the usage line of each
-reasoning step), so finished steps show at once. A thread polls the task runs of the flow run through the
-Prefect API every half second, so steps that are still running show too (the API learns of task runs
-through events, a moment late; a step the log already marked finished is never set back). Either source
-failing only makes the view less complete: the run itself is never affected.
+reasoning step), so finished steps show at once. With a live view (a terminal), a thread also polls the task
+runs of the flow run through the Prefect API every half second, so steps that are still running show too (the
+API learns of task runs through events, a moment late; a step the log already marked finished is never set
+back). Either source failing only makes the view less complete: the run itself is never affected.
+
+Start-up is most of an ad-hoc run's time, so this module is careful with it: Prefect and the SDK are imported
+once, with the cyclic garbage collector paused (:func:`heavy_imports`); Prefect's temporary server, when runs
+go there, starts while the flows are imported (:func:`temporary_server_starting`); nothing polls without a live
+view; and runs on the temporary server send no heartbeats (nothing outlives the process to watch them, and
+stopping the heartbeat thread costs up to a second at the end of every run).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import gc
 import logging
 import re
 import threading
@@ -28,7 +36,16 @@ from rich.text import Text
 from arcanos_flows.errors import ConfigurationError, InvalidReasoningInput, classify
 from arcanos_flows.redaction import redact
 
-__all__ = ["FlowOutcome", "RunTracker", "StepView", "run_flow", "run_research"]
+__all__ = [
+    "FlowOutcome",
+    "RunTracker",
+    "StepView",
+    "heavy_imports",
+    "quiet_prefect_console",
+    "run_flow",
+    "run_research",
+    "temporary_server_starting",
+]
 
 logger = logging.getLogger("arcanos_flows.cli")
 
@@ -235,8 +252,11 @@ class _QuietPrefectConsole(logging.Filter):
 _quiet = _QuietPrefectConsole()
 
 
-def _quiet_prefect_console() -> None:
-    # Left installed for the rest of the process: it also hides the temporary server's stop message at exit.
+def quiet_prefect_console() -> None:
+    """Keep Prefect's own log lines off the console (the live view and the UI show them).
+
+    Left installed for the rest of the process: it also hides the temporary server's stop message at exit.
+    """
     from prefect.logging.handlers import PrefectConsoleHandler
 
     for handler in logging.getLogger().handlers:
@@ -245,33 +265,126 @@ def _quiet_prefect_console() -> None:
 
 
 @contextlib.contextmanager
+def heavy_imports() -> Iterator[None]:
+    """Import Prefect, the SDK and the flows inside this block: about a tenth less CPU, and cheaper afterwards.
+
+    Importing them creates about a quarter of a million objects that live as long as the process; the cyclic
+    garbage collector would scan them again and again while they are created (and at every full collection of
+    the run) and find little to free. So it is paused for the imports, and what they created is frozen
+    (:func:`gc.freeze`): later collections skip it. (The few cycles left over hold about 2 MB until exit.)
+
+    Example:
+        >>> with heavy_imports():  # doctest: +SKIP
+        ...     from arcanos_flows.research import research_flow
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def temporary_server_starting(console: Console, *, show_status: bool = True) -> Iterator[None]:
+    """On Prefect's temporary server: start it now, in the background, while the block imports the flows.
+
+    The temporary server's start-up (a new process, migrations, services) is the longest part of a run on it,
+    and the engine only begins it at the first API call. Started here, it overlaps importing the SDK and the
+    flows; leaving the block waits for it (with a status line on a terminal). Nothing happens when runs go to
+    a configured server. If it fails to start, the engine tries again and reports the error as usual.
+
+    Example:
+        >>> with temporary_server_starting(Console()):  # doctest: +SKIP
+        ...     from arcanos_flows.research import research_flow
+    """
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        yield
+        return
+    try:
+        with heavy_imports():  # the engine imports it too, to start the server: no extra cost
+            from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:  # pragma: no cover - a Prefect without it: the engine starts its server itself
+        yield
+        return
+    server = SubprocessASGIServer()
+
+    def start() -> None:
+        try:
+            server.start()
+        except Exception as exc:  # the engine's own attempt reports it
+            logger.debug("Early start of Prefect's temporary server failed: %s", redact(str(exc)))
+
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(start,), name="arcanos-cli-temporary-server", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        waiting = (
+            console.status("Starting Prefect's temporary local server…")
+            if show_status and console.is_terminal and thread.is_alive()
+            else contextlib.nullcontext()
+        )
+        with waiting:
+            thread.join()
+
+
+@contextlib.contextmanager
 def _polling(tracker: RunTracker) -> Iterator[None]:
     stop = threading.Event()
 
     def poll() -> None:
-        # The client is created once the flow run exists, so the temporary server is already up: creating it
+        # Nothing to ask before the flow run exists, and a run that ends within the first interval is never
+        # polled at all. The client is created only then, so the temporary server is already up: creating it
         # earlier from this thread could race the main thread into starting a second one.
         while tracker.flow_run_id is None:
             if stop.wait(_POLL_SECONDS / 5):
                 return
+        if stop.wait(_POLL_SECONDS):
+            return
         try:
             from prefect.client.orchestration import get_client
             from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
             run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[tracker.flow_run_id]))
             with get_client(sync_client=True) as client:
-                while not stop.wait(_POLL_SECONDS):
+                while True:
                     tracker.on_task_runs(client.read_task_runs(flow_run_filter=run_filter))
+                    if stop.wait(_POLL_SECONDS):
+                        return
         except Exception as exc:  # only the live view loses detail
             logger.debug("Stopped polling task runs: %s", redact(str(exc)))
 
-    thread = threading.Thread(target=poll, name="arcanos-cli-progress", daemon=True)
+    # Run with this thread's context, so that the poller sees the same Prefect settings (API URL) as the run.
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(poll,), name="arcanos-cli-progress", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join(timeout=2)
+
+
+def _without_heartbeats() -> contextlib.AbstractContextManager[object]:
+    """No flow run heartbeats for runs on Prefect's temporary server, unless the user configured them.
+
+    Heartbeats let a server notice a run whose process died (the arcanos zombie automation); a temporary
+    server dies with the process, so nothing can watch them, while the heartbeat thread sleeps in one-second
+    steps and makes every run wait for it at the end (0 to 1 s). Runs on a lasting server keep them.
+    """
+    from prefect.settings import get_current_settings, temporary_settings
+
+    if "heartbeat_frequency" in get_current_settings().flows.model_fields_set:
+        return contextlib.nullcontext()
+    return temporary_settings(updates={"flows.heartbeat_frequency": None})
 
 
 @dataclass
@@ -329,14 +442,6 @@ class FlowOutcome:
         return self.message or f"the flow run ended in state {self.state_name}"
 
 
-def prefect_target() -> str:
-    """Where runs go: the configured Prefect API, or a temporary local server."""
-    from prefect.settings import get_current_settings
-
-    url = get_current_settings().api.url
-    return f"Prefect API {url}" if url else "Prefect's temporary local server (PREFECT_API_URL is not set)"
-
-
 def run_flow(
     console: Console,
     flow: Any,
@@ -362,12 +467,13 @@ def run_flow(
     from arcanos_flows.runs import ui_url_for
 
     tracker = RunTracker(flow.name)
-    if get_current_settings().api.url is None:
+    temporary_server = get_current_settings().api.url is None
+    if temporary_server:
         tracker.waiting_for = "starting Prefect's temporary local server"
     # A live view needs a terminal; in a log (CI, a pipe) each step gets one line as it finishes instead.
     show_live = live and not show_logs and console.is_terminal
     if not show_logs:
-        _quiet_prefect_console()
+        quiet_prefect_console()
     handler = _TrackerHandler(
         tracker, console, show_warnings=show_live, print_lines=live and not show_logs and not show_live
     )
@@ -379,10 +485,12 @@ def run_flow(
     failure: BaseException | None = None
     try:
         with contextlib.ExitStack() as stack:
+            if temporary_server:
+                stack.enter_context(_without_heartbeats())
             if show_live:
                 _quiet.live = True
                 stack.enter_context(display)
-            stack.enter_context(_polling(tracker))
+                stack.enter_context(_polling(tracker))  # without a live view, the log lines say it all
             try:
                 state = flow(**parameters, return_state=True)
             except Exception as exc:  # the engine could not run it at all (e.g. no Prefect API)
@@ -424,10 +532,11 @@ def run_research(
     live: bool = True,
 ) -> FlowOutcome:
     """Run :func:`arcanos_flows.research.research_flow` with the live view; see :func:`run_flow`."""
-    from arcanos_flows.research import research_flow
+    if not show_logs:
+        quiet_prefect_console()  # before the temporary server starts: its start-up message is noise here
+    with temporary_server_starting(console, show_status=live and not show_logs), heavy_imports():
+        from arcanos_flows.research import research_flow
 
-    if live and not show_logs:
-        console.print(Text(f"Running arcanos-research on {prefect_target()}", style="dim"), soft_wrap=True)
     return run_flow(
         console,
         research_flow,

@@ -8,10 +8,13 @@ flow processes import the installed package.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from arcanos_flows._cli_server import PrefectTarget
 
 __all__ = ["deployments", "serve_deployments"]
 
@@ -52,16 +55,31 @@ def deployments(*, topic: str, cron: str, check_interval: int) -> list[Any]:
     ]
 
 
-def serve_deployments(console: Console, *, topic: str, cron: str, check_interval: int, limit: int | None = None) -> int:
-    """Serve the deployments until interrupted; returns the exit code."""
+def serve_deployments(
+    console: Console,
+    *,
+    topic: str,
+    cron: str,
+    check_interval: int,
+    limit: int | None = None,
+    target: PrefectTarget | None = None,
+) -> int:
+    """Serve the deployments until interrupted; returns the exit code.
+
+    ``target`` is where the CLI pointed Prefect (:func:`arcanos_flows._cli_server.select_prefect_api`); on
+    Prefect's temporary server the deployments, their schedules and their runs vanish with this process.
+    """
     from prefect import serve
     from prefect.settings import get_current_settings
 
-    if get_current_settings().api.url is None:
+    if target is not None and target.kind != "temporary":
+        console.print(Text(f"Serving on {target.describe()}", style="dim"), soft_wrap=True)
+    elif get_current_settings().api.url is None:
         console.print(
             Text(
-                "PREFECT_API_URL is not set: serving on a temporary Prefect server that stops with this process "
-                "(no UI to watch). Start one with `prefect server start` and set PREFECT_API_URL to keep runs.",
+                "PREFECT_API_URL is not set and no `arcanos-flows server start` server is running: serving on a "
+                "temporary Prefect server that stops with this process (no UI to watch). Run `arcanos-flows server "
+                "start` (or set PREFECT_API_URL) to keep the deployments and their runs.",
                 style="yellow",
             ),
             soft_wrap=True,

@@ -3,12 +3,15 @@
 Exit codes: 0 success, 1 a flow, run or check failed, 2 configuration or usage error (one clear line, no
 traceback). Secrets are only ever printed masked.
 
-Importing this module must stay cheap: ``--help``, ``prompt``, ``check`` and ``incidents`` never import
-Prefect. Anything heavy is imported inside the command that needs it.
+Importing this module must stay cheap: ``--help``, ``prompt``, ``check``, ``incidents`` and ``server`` never
+import Prefect. Anything heavy is imported inside the command that needs it. Commands that run flows use, in
+this order, a configured ``PREFECT_API_URL``, the server started by ``arcanos-flows server start`` (when it
+answers at once), or Prefect's temporary server.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -22,6 +25,7 @@ from rich.text import Text
 from arcanos_flows.redaction import redact
 
 if TYPE_CHECKING:
+    from arcanos_flows._cli_server import PrefectTarget
     from arcanos_flows.settings import ArcanosSettings, NotifierSettings
 
 __all__ = ["app", "main"]
@@ -41,9 +45,14 @@ app = typer.Typer(
 run_app = typer.Typer(help="Run a flow now, in this process, and show its progress.", no_args_is_help=True)
 incidents_app = typer.Typer(help="Incidents waiting in the spool: list them, deliver them.", no_args_is_help=True)
 automations_app = typer.Typer(help="Prefect automations that report crashed or failed runs.", no_args_is_help=True)
+server_app = typer.Typer(
+    help="A local Prefect server in the background: ad-hoc runs reuse it instead of starting a temporary one.",
+    no_args_is_help=True,
+)
 app.add_typer(run_app, name="run")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(automations_app, name="automations")
+app.add_typer(server_app, name="server")
 
 console = Console(highlight=False)
 """Results: reports, answers, tables (stdout)."""
@@ -61,6 +70,21 @@ def _prepare_prefect() -> None:
     # Call before Prefect is imported (it reads its settings then). A first run creates Prefect's database, which
     # on a slow or busy machine outlasts the temporary server's default 20 s start-up timeout.
     os.environ.setdefault(EPHEMERAL_STARTUP_TIMEOUT_VARIABLE, "120")
+
+
+def _connect_prefect(what: str | None = None) -> PrefectTarget:
+    """Pick the Prefect server for this process's runs (see :mod:`arcanos_flows._cli_server`) and say which.
+
+    Imports Prefect (with :func:`arcanos_flows._cli_flowrun.heavy_imports`); call it once a command knows it
+    will run something.
+    """
+    from arcanos_flows import _cli_flowrun, _cli_server
+
+    with _cli_flowrun.heavy_imports():
+        target = _cli_server.select_prefect_api()
+    if what is not None:
+        _cli_server.announce(err_console, target, what)
+    return target
 
 
 def _uses_credentials_block() -> bool:
@@ -232,8 +256,9 @@ def run_research(
 ) -> None:
     """Run the research flow now (plan, parallel investigations, synthesis) and print its report.
 
-    Uses PREFECT_API_URL when set; otherwise Prefect starts a temporary local server for this run.
-    Exit code 0 when the run completed, 1 when it failed, 2 on configuration errors.
+    Uses PREFECT_API_URL when set, else the server of `arcanos-flows server start` when it is running, else a
+    temporary local server for this run alone. Exit code 0 when the run completed, 1 when it failed, 2 on
+    configuration errors.
     """
     _prepare_prefect()
     audit = parse_meta(meta)
@@ -247,6 +272,7 @@ def run_research(
     if question is not None and any(not item.strip() for item in question):
         raise typer.BadParameter("questions must not be blank", param_hint="'--question'")
     load_settings()  # fail fast (exit 2) before Prefect starts
+    _connect_prefect("Running arcanos-research")
     from arcanos_flows import _cli_flowrun, _cli_render
 
     outcome = _cli_flowrun.run_research(
@@ -330,13 +356,15 @@ def demo(
 
     Starts a fake OpenAI-compatible server and a webhook receiver on loopback (labelled stand-ins; with
     OPENAI_API_KEY set the research run uses your real configuration instead), runs the research flow on
-    Prefect, then a maintenance check that fails on purpose, and shows the report, the usage table and the
-    incident the receiver got. Exit code 0 when the demo ran as designed.
+    Prefect (the server of `arcanos-flows server start` when it is running, else a temporary one), then a
+    maintenance check that fails on purpose, and shows the report, the usage table and the incident the
+    receiver got. Exit code 0 when the demo ran as designed.
     """
     _prepare_prefect()
+    target = _connect_prefect()
     from arcanos_flows import demo as demo_module
 
-    raise typer.Exit(demo_module.run_demo(console, err_console, topic=topic))
+    raise typer.Exit(demo_module.run_demo(console, err_console, topic=topic, target=target))
 
 
 @app.command()
@@ -352,15 +380,18 @@ def serve(
 ) -> None:
     """Serve the research, maintenance-check and incident-relay deployments from this process (no worker needed).
 
-    Needs a Prefect server that outlives this process (PREFECT_API_URL); without one, Prefect starts a
-    temporary server that stops with it. Stop with Ctrl-C.
+    Needs a Prefect server that outlives this process: PREFECT_API_URL, or the server of `arcanos-flows server
+    start`; without one, Prefect starts a temporary server that stops with it. Stop with Ctrl-C.
     """
     _prepare_prefect()
     load_settings()
+    target = _connect_prefect()
     from arcanos_flows import _cli_serve
 
     raise typer.Exit(
-        _cli_serve.serve_deployments(err_console, topic=topic, cron=cron, check_interval=check_interval, limit=limit)
+        _cli_serve.serve_deployments(
+            err_console, topic=topic, cron=cron, check_interval=check_interval, limit=limit, target=target
+        )
     )
 
 
@@ -412,6 +443,45 @@ def automations_uninstall() -> None:
     console.print(f"Deleted {deleted} automation(s).", markup=False)
 
 
+@server_app.command("start")
+def server_start(
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="Port to listen on.")] = 4200,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; keep loopback (the API has no authentication).")
+    ] = "127.0.0.1",
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for the server to answer.")
+    ] = 120.0,
+) -> None:
+    """Start `prefect server start` in the background, or say that it already runs (exit 0 either way).
+
+    Its output goes to $XDG_STATE_HOME/arcanos-flows/server/server.log; its PID and URL are recorded next to it.
+    While it runs, `run research`, `demo`, `serve` and `automations` use it when PREFECT_API_URL is not set,
+    and skip the temporary server's start-up. Exit code 1 when it cannot start (the message names the log).
+    """
+    from arcanos_flows import _cli_server
+
+    raise typer.Exit(_cli_server.start(console, err_console, host=host, port=port, timeout=timeout))
+
+
+@server_app.command("stop")
+def server_stop(
+    grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds between SIGTERM and SIGKILL.")] = 10.0,
+) -> None:
+    """Stop the server of `arcanos-flows server start` by its recorded PID (SIGTERM, then SIGKILL)."""
+    from arcanos_flows import _cli_server
+
+    raise typer.Exit(_cli_server.stop(console, grace=grace))
+
+
+@server_app.command("status")
+def server_status(as_json: JsonOption = False) -> None:
+    """Show the server of `arcanos-flows server start`; exit code 0 when it runs and answers, else 1."""
+    from arcanos_flows import _cli_server
+
+    raise typer.Exit(_cli_server.status(console, as_json=as_json))
+
+
 @app.command()
 def version() -> None:
     """Print the installed arcanos-flows version."""
@@ -422,15 +492,17 @@ def version() -> None:
 
 def _require_prefect_server() -> str:
     # Automations live on a server; one created on a temporary server would vanish with this process.
-    from prefect.settings import get_current_settings
-
-    url = get_current_settings().api.url
-    if not url:
+    target = _connect_prefect()
+    if target.api_url is None:
         exit_with_error(
-            "automations need a running Prefect server: set PREFECT_API_URL (e.g. after `prefect server start`)",
+            "automations need a running Prefect server: run `arcanos-flows server start`, or set PREFECT_API_URL "
+            "(e.g. after `prefect server start`)"
+            + (f". {target.hint()}" if target.discovery.status in ("stale", "not-answering") else ""),
             2,
         )
-    return url
+    if target.kind == "local":
+        err_console.print(Text(f"Using {target.describe()}", style="dim"), soft_wrap=True)
+    return target.api_url
 
 
 def main() -> None:
@@ -449,6 +521,10 @@ def main() -> None:
 
             sys.stderr.write(redact("".join(traceback.format_exception(exc))))
         sys.exit(code)
+    finally:
+        # The command is done and the process ends: its objects go with it. Freezing them spares the
+        # interpreter's last full garbage collection, about half a second once Prefect and the SDK are loaded.
+        gc.freeze()
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m arcanos_flows.cli`

@@ -3,8 +3,10 @@
 1. Starts two loopback stand-ins, labelled as such: the bundled fake OpenAI-compatible server and a webhook
    receiver that verifies signatures like a maintenance system would. With ``OPENAI_API_KEY`` set (in the
    environment or ``.env``) the research run uses your real configuration instead, and says so.
-2. Runs the research flow on Prefect (its temporary local server unless ``PREFECT_API_URL`` is set) and
-   shows the report, the usage table and the metadata every request carried.
+2. Runs the research flow on Prefect and shows the report, the usage table and the metadata every request
+   carried. The runs go to ``PREFECT_API_URL`` when set, else to the server of ``arcanos-flows server start``
+   when it is running (they then stay in its UI), else to Prefect's temporary server: on a fresh machine the
+   demo needs nothing running.
 3. Runs the maintenance check against the stand-in, scripted to answer 401 as a revoked key would: the
    step fails, its hook reports one incident, and the demo shows what the receiver got.
 
@@ -22,7 +24,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markdown import Markdown
@@ -32,6 +34,9 @@ from rich.text import Text
 
 from arcanos_flows.incidents import Incident
 from arcanos_flows.redaction import mask, redact
+
+if TYPE_CHECKING:
+    from arcanos_flows._cli_server import PrefectTarget
 
 __all__ = ["DEMO_MODEL", "run_demo"]
 
@@ -152,14 +157,21 @@ def _deliveries_table(deliveries: list[Any]) -> Table:
     return table
 
 
-def run_demo(out: Console, err: Console, *, topic: str) -> int:
+def run_demo(out: Console, err: Console, *, topic: str, target: PrefectTarget | None = None) -> int:
     """Run the demo; return the exit code (0 when everything happened as designed).
 
     Args:
         out: Where the narrative, report and tables go (stdout).
         err: Where the live progress goes (stderr).
         topic: Topic of the research run.
+        target: The Prefect server the CLI chose (:func:`arcanos_flows._cli_server.select_prefect_api`); chosen
+            here when not given.
     """
+    if target is None:
+        from arcanos_flows import _cli_flowrun, _cli_server
+
+        with _cli_flowrun.heavy_imports():
+            target = _cli_server.select_prefect_api()
     from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 
     real = _has_api_key()
@@ -205,7 +217,7 @@ def run_demo(out: Console, err: Console, *, topic: str) -> int:
         )
         research_env = {} if real else stand_ins.environment()
         with scoped_environ(research_env):
-            research_ok = _research(out, err, stand_ins, topic=topic, real=real)
+            research_ok = _research(out, err, stand_ins, topic=topic, real=real, target=target)
         stand_ins.receiver.clear()
         with scoped_environ(stand_ins.environment()):
             check_ok = _failing_check(out, err, stand_ins, Reply)
@@ -230,8 +242,10 @@ def run_demo(out: Console, err: Console, *, topic: str) -> int:
         return 1
 
 
-def _research(out: Console, err: Console, stand_ins: _StandIns, *, topic: str, real: bool) -> bool:
-    from arcanos_flows import _cli_flowrun, _cli_render
+def _research(
+    out: Console, err: Console, stand_ins: _StandIns, *, topic: str, real: bool, target: PrefectTarget
+) -> bool:
+    from arcanos_flows import _cli_flowrun, _cli_render, _cli_server
 
     questions = [
         f"Which layers make up: {topic}?",
@@ -239,10 +253,10 @@ def _research(out: Console, err: Console, stand_ins: _StandIns, *, topic: str, r
         "What happens when a confirmation is missing?",
     ]
     out.print(Rule("1. Research flow: a plan, 3 parallel investigations, a synthesis"))
-    out.print(Text(f"Running on {_cli_flowrun.prefect_target()}", style="dim"), soft_wrap=True)
+    _cli_server.announce(out, target, "Running")
     outcome = _cli_flowrun.run_flow(
         err,
-        _research_flow(),
+        _research_flow(err),
         {
             "topic": topic,
             "questions": questions,
@@ -267,8 +281,12 @@ def _research(out: Console, err: Console, stand_ins: _StandIns, *, topic: str, r
     return True
 
 
-def _research_flow() -> Any:
-    from arcanos_flows.research import research_flow
+def _research_flow(err: Console) -> Any:
+    from arcanos_flows import _cli_flowrun
+
+    _cli_flowrun.quiet_prefect_console()
+    with _cli_flowrun.temporary_server_starting(err), _cli_flowrun.heavy_imports():
+        from arcanos_flows.research import research_flow
 
     return research_flow
 

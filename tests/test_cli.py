@@ -107,7 +107,7 @@ def test_help_lists_the_commands_without_importing_prefect(cli: Run, base_env: d
     """`arcanos-flows --help` shows every command, and importing the CLI does not import Prefect."""
     done = cli("--help", env=base_env)
     assert done.returncode == 0
-    for command in ("run", "prompt", "check", "incidents", "demo", "serve", "automations", "version"):
+    for command in ("run", "prompt", "check", "incidents", "demo", "serve", "automations", "server", "version"):
         assert command in done.stdout
     imports = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import arcanos_flows.cli"],
@@ -300,6 +300,8 @@ def test_run_research_shows_the_steps_and_prints_the_report(
                "--meta", "ticket=OPS-7", "--confirmation-token", "ct-cli-1",
                env={**env, "PREFECT_UI_URL": "http://prefect.example:4200"}, timeout=240)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "on Prefect's temporary local server" in done.stderr
+    assert "`arcanos-flows server start` keeps a local server running" in done.stderr  # the hint to go faster
     assert "Research: Confirmation layers" in done.stdout
     (run_id,) = set(re.findall(rf"Flow run: ({UUID.pattern})", done.stdout))
     assert f"UI: http://prefect.example:4200/runs/flow-run/{run_id}" in done.stdout
