@@ -15,6 +15,7 @@ from typing import Any, Literal, TypedDict, get_args
 from typing_extensions import NotRequired
 
 from arcanos_flows.errors import InvalidReasoningInput
+from arcanos_flows.metadata import is_utf8_encodable
 
 __all__ = [
     "ROLES",
@@ -36,16 +37,6 @@ _RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 _MAX_JSON_DEPTH = 64
 
 
-def _encodable(text: str) -> bool:
-    # A lone surrogate (e.g. from bytes decoded with "surrogateescape") is a valid `str` but cannot be
-    # encoded as UTF-8: the SDK would fail while serialising, after the call looked valid.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _json_problem(value: Any, where: str, depth: int = 0) -> str | None:
     """Why ``value`` is not plain JSON data (naming the path of the first offending part), or ``None``."""
     if depth > _MAX_JSON_DEPTH:
@@ -53,14 +44,16 @@ def _json_problem(value: Any, where: str, depth: int = 0) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, str):
-        return None if _encodable(value) else f"{where}: contains a lone surrogate, which is not valid Unicode text"
+        return (
+            None if is_utf8_encodable(value) else f"{where}: contains a lone surrogate, which is not valid Unicode text"
+        )
     if isinstance(value, int):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{where}: {float(value)!r} is not a JSON number"
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if not isinstance(key, str) or not _encodable(key):
+            if not isinstance(key, str) or not is_utf8_encodable(key):
                 return f"{where}: keys must be strings, not {type(key).__name__}"
             problem = _json_problem(item, f"{where}.{key}", depth + 1)
             if problem:
@@ -146,7 +139,7 @@ def check_messages(messages: Any) -> list[Message]:
         if not isinstance(content, str) or not content.strip():
             shown = "a blank string" if isinstance(content, str) else type(content).__name__
             raise InvalidReasoningInput(f"messages[{index}].content: must be a non-empty string, not {shown}")
-        if not _encodable(content):
+        if not is_utf8_encodable(content):
             raise InvalidReasoningInput(
                 f"messages[{index}].content: contains a lone surrogate, which is not valid Unicode text "
                 "(decode the source bytes with errors='replace')"
@@ -155,7 +148,7 @@ def check_messages(messages: Any) -> list[Message]:
         item: Message = {"role": ROLES[ROLES.index(role)], "content": str.__str__(content)}  # type: ignore[typeddict-item]
         if "name" in message:
             name = message["name"]
-            if not isinstance(name, str) or not name or not _encodable(name):
+            if not isinstance(name, str) or not name or not is_utf8_encodable(name):
                 raise InvalidReasoningInput(f"messages[{index}].name: must be a non-empty string of valid Unicode")
             item["name"] = str.__str__(name)
         checked.append(item)

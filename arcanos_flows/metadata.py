@@ -43,7 +43,7 @@ def _coerce(key: str, value: Any) -> str | None:
         text = float.__repr__(value)
     elif isinstance(value, str):
         text = str.__str__(value)
-        if not _encodable(text):
+        if not is_utf8_encodable(text):
             raise InvalidReasoningInput(
                 f"metadata[{key!r}]: value contains a lone surrogate, which is not valid Unicode text"
             )
@@ -59,8 +59,16 @@ def _coerce(key: str, value: Any) -> str | None:
     return text
 
 
-def _encodable(text: str) -> bool:
-    # Lone surrogates are valid `str` but not UTF-8: the SDK would fail while serialising the request.
+def is_utf8_encodable(text: str) -> bool:
+    r"""Whether ``text`` can be sent as UTF-8.
+
+    Lone surrogates are valid ``str`` but not UTF-8: the SDK would fail while serialising the request, after the
+    call looked valid.
+
+    Example:
+        >>> is_utf8_encodable("ok"), is_utf8_encodable("\udc80")
+        (True, False)
+    """
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -71,7 +79,7 @@ def _encodable(text: str) -> bool:
 def _check_key(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidReasoningInput(f"metadata key {key!r}: keys must be non-empty strings")
-    if not _encodable(key):
+    if not is_utf8_encodable(key):
         raise InvalidReasoningInput(f"metadata key {key[:MAX_KEY_LENGTH]!r}: contains a lone surrogate")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidReasoningInput(

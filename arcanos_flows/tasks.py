@@ -187,20 +187,21 @@ def _run(
     return result
 
 
-@task(
-    name="arcanos-reasoning",
-    task_run_name="reasoning[{step}]",
-    retries=DEFAULT_TASK_RETRIES,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_transient_failures,
-    on_failure=[hooks.task_on_failure],
-    result_serializer="json",
+_STEP_OPTIONS: dict[str, Any] = {
+    "retries": DEFAULT_TASK_RETRIES,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_transient_failures,
+    "on_failure": [hooks.task_on_failure],
+    "result_serializer": "json",
     # Each call is a fresh, billed question: nothing is cached or written to result storage unless a flow opts in
     # (with_cache).
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+}
+
+
+@task(name="arcanos-reasoning", task_run_name="reasoning[{step}]", **_STEP_OPTIONS)
 def run_reasoning(
     messages: Sequence[Mapping[str, Any]],
     metadata: Mapping[str, MetadataValue] | None = None,
@@ -255,19 +256,7 @@ def run_reasoning(
     )
 
 
-@task(
-    name="arcanos-simple-prompt",
-    task_run_name="prompt[{step}]",
-    retries=DEFAULT_TASK_RETRIES,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_transient_failures,
-    on_failure=[hooks.task_on_failure],
-    result_serializer="json",
-    # Each call is a fresh, billed question: nothing is cached or written to result storage unless a flow opts in.
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@task(name="arcanos-simple-prompt", task_run_name="prompt[{step}]", **_STEP_OPTIONS)
 def run_simple_prompt(
     text: str,
     metadata: Mapping[str, MetadataValue] | None = None,
