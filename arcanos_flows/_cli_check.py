@@ -143,16 +143,17 @@ def check_model(settings: ArcanosSettings) -> CheckResult:
             401: "the API key was rejected",
             403: "the API key may not use this model",
         }.get(exc.status_code, facts.incident_class.value)
+        request_id = redact(str(exc.request_id))  # a proxy may echo anything there, the key included
         return CheckResult(
             "model",
             False,
-            f"GET /models/{model} at {base_url} answered HTTP {exc.status_code} ({hint}); request {exc.request_id}",
+            f"GET /models/{model} at {base_url} answered HTTP {exc.status_code} ({hint}); request {request_id}",
         )
     except openai.APIError as exc:
         problem = classify(exc).incident_class.value
         return CheckResult("model", False, f"cannot reach {base_url}: {problem} ({type(exc).__name__})")
     if not model_matches(model, found.id):
-        return CheckResult("model", False, f"{base_url} answered with another model: {found.id}")
+        return CheckResult("model", False, f"{base_url} answered with another model: {redact(found.id)}")
     return CheckResult("model", True, f"{model} is available at {base_url}")
 
 

@@ -33,6 +33,7 @@ from arcanos_flows.upstream import (
     read_chat,
     read_responses,
     request_body,
+    request_id_of,
 )
 
 __all__ = ["ArcanosPythonClient", "model_matches"]
@@ -331,7 +332,7 @@ class ArcanosPythonClient:
             raw = self._openai.responses.with_raw_response.create(**body, **options)
         latency_ms = (time.perf_counter() - started) * 1000
         http = raw.http_response
-        exchange = Exchange(http.headers.get("x-request-id"), http.status_code, raw.retries_taken + 1)
+        exchange = Exchange(request_id_of(http.headers), http.status_code, raw.retries_taken + 1)
         reader = read_chat if api == "chat" else read_responses
         answered_model, outcome = reader(http.content, http.headers.get("content-type", ""), exchange)
         if not model_matches(self.model, answered_model):
@@ -349,7 +350,7 @@ class ArcanosPythonClient:
         return ReasoningResult(
             content=outcome.content,
             model=outcome.model,
-            response_id=outcome.response_id,
+            response_id=redact(outcome.response_id),
             request_id=exchange.request_id,
             finish_reason=outcome.finish_reason,
             usage=outcome.usage,

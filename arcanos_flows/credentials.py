@@ -5,16 +5,24 @@ Which source wins, field by field: a value set on the block, then the process en
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from arcanos_flows.errors import ConfigurationError
+from arcanos_flows.redaction import register_secret
 from arcanos_flows.settings import ArcanosSettings, NotifierSettings
 
-__all__ = ["CREDENTIALS_BLOCK_VARIABLE", "ArcanosCredentials", "load_notifier_settings", "resolve_settings"]
+__all__ = [
+    "CREDENTIALS_BLOCK_VARIABLE",
+    "ArcanosCredentials",
+    "load_notifier_settings",
+    "register_environment_secrets",
+    "resolve_settings",
+]
 
 CREDENTIALS_BLOCK_VARIABLE = "ARCANOS_CREDENTIALS_BLOCK"
 
@@ -57,6 +65,18 @@ class ArcanosCredentials(Block):
     maintenance_webhook: str | None = Field(None, description="Where incidents are POSTed.")
     webhook_secret: SecretStr | None = Field(None, description="Standard Webhooks signing secret (whsec_...).")
     confirmation_token: str | None = Field(None, description="Added to every request's metadata.")
+
+    @field_validator("openai_api_key", "webhook_secret")
+    @classmethod
+    def _register_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Loading the block is enough for its secrets to be redacted everywhere, also in a process that only
+        # builds a notifier from it (a hook or the incident relay reporting a user's exception that quotes the key).
+        secret = value.get_secret_value() if value is not None else ""
+        if secret.strip("*"):  # a block read without secrets holds only asterisks
+            register_secret(secret)
+            if secret.startswith("whsec_"):
+                register_secret(secret.removeprefix("whsec_").rstrip("="))
+        return value
 
     def get_settings(self) -> ArcanosSettings:
         """Settings from this block, with unset fields taken from the environment and ``.env``.
@@ -125,6 +145,22 @@ def load_notifier_settings() -> NotifierSettings:
     """
     block = _named_block()
     return block.get_notifier_settings() if block is not None else NotifierSettings()
+
+
+def register_environment_secrets() -> None:
+    """Make redaction know the API key of the environment and ``.env``, whatever else is configured; never raises.
+
+    Settings register their secrets when they are loaded; a process that only reports (a hook, the incident relay)
+    loads the notifier settings alone, so an API key quoted in what it reports would otherwise go out as is.
+
+    Example:
+        With ``OPENAI_API_KEY=proxy-key-0123456789`` and no model configured::
+
+            register_environment_secrets()
+            redact("rejected proxy-key-0123456789")   # 'rejected [REDACTED]'
+    """
+    with contextlib.suppress(Exception):
+        ArcanosSettings()  # the key's validator registers it even when another setting is missing or invalid
 
 
 def _named_block() -> ArcanosCredentials | None:

@@ -92,8 +92,11 @@ def environment_notifier() -> MaintenanceNotifier:
 
             environment_notifier().webhook_url   # 'https://maintenance.example.com/incidents'
     """
-    from arcanos_flows.credentials import load_notifier_settings
+    from arcanos_flows.credentials import load_notifier_settings, register_environment_secrets
 
+    # Loading the named block registers its secrets; the environment's API key is registered here, so that what is
+    # reported afterwards (a user's exception quoting the key) is redacted in a process that never loaded settings.
+    register_environment_secrets()
     try:
         settings: NotifierSettings = load_notifier_settings()
         return MaintenanceNotifier(settings, source=SOURCE)
@@ -234,7 +237,9 @@ def flow_on_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> No
         if already is not None:
             logger.info("Flow run %s failed on a root cause already reported as incident %s", flow_run.name, already)
             return
-        report(_flow_incident(flow, flow_run, state, IncidentClass.FLOW_FAILED, error))
+        # The notifier first: building it registers the process's secrets, which the incident's reason is redacted of.
+        notifier = environment_notifier()
+        report(_flow_incident(flow, flow_run, state, IncidentClass.FLOW_FAILED, error), notifier)
     except Exception:
         logger.exception("arcanos-flows could not report the failure of flow run %s", getattr(flow_run, "id", "?"))
 
@@ -250,7 +255,8 @@ def flow_on_crashed(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> No
         ... def nightly(): ...
     """
     try:
-        report(_flow_incident(flow, flow_run, state, IncidentClass.CRASHED, None))
+        notifier = environment_notifier()
+        report(_flow_incident(flow, flow_run, state, IncidentClass.CRASHED, None), notifier)
     except Exception:
         logger.exception("arcanos-flows could not report the crash of flow run %s", getattr(flow_run, "id", "?"))
 
@@ -266,6 +272,7 @@ def flow_on_cancellation(flow: Flow[Any, Any], flow_run: FlowRun, state: State) 
         ... def must_finish(): ...
     """
     try:
-        report(_flow_incident(flow, flow_run, state, IncidentClass.CANCELLED, None))
+        notifier = environment_notifier()
+        report(_flow_incident(flow, flow_run, state, IncidentClass.CANCELLED, None), notifier)
     except Exception:
         logger.exception("arcanos-flows could not report the cancellation of flow run %s", getattr(flow_run, "id", "?"))

@@ -93,6 +93,9 @@ def incident_relay_flow(flow_run_id: str) -> Incident | None:
             incident_relay_flow("0d6c2a7e-5d2e-4e8f-9d0b-6c3a1f2e4b5c")
     """
     logger = get_run_logger()
+    # Built first: loading the notifier's settings registers this process's secrets, so that a state message quoting
+    # the API key (a user's exception) is redacted in the incident built from it.
+    notifier = hooks.environment_notifier()
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(uuid.UUID(str(flow_run_id)))
         state = run.state
@@ -124,6 +127,6 @@ def incident_relay_flow(flow_run_id: str) -> Incident | None:
         source=SOURCE,
         context=context,
     )
-    delivered = hooks.report(incident)
+    delivered = hooks.report(incident, notifier)
     logger.info("Reported %s incident %s for flow run %s", incident_class.value, delivered.incident_id, run.name)
     return delivered

@@ -23,6 +23,7 @@ from arcanos_flows.errors import (
     UpstreamResponseError,
 )
 from arcanos_flows.messages import Message, plain_json
+from arcanos_flows.redaction import redact
 from arcanos_flows.results import Usage
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "read_chat",
     "read_responses",
     "request_body",
+    "request_id_of",
 ]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -85,7 +87,7 @@ def bound_response_body(response: httpx2.Response) -> None:
         retries = int(response.request.headers.get("x-stainless-retry-count", "0"))
     except (RuntimeError, ValueError):
         retries = 0
-    facts = {"request_id": response.headers.get("x-request-id"), "http_status": status, "attempts": retries + 1}
+    facts = {"request_id": request_id_of(response.headers), "http_status": status, "attempts": retries + 1}
 
     def refuse(problem: str) -> UpstreamResponseError:
         return UpstreamResponseError(
@@ -120,6 +122,19 @@ def bound_response_body(response: httpx2.Response) -> None:
 
 
 Api = Literal["chat", "responses"]
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    """The upstream's ``x-request-id``, redacted: a proxy may echo anything there, the API key included.
+
+    Example:
+        >>> request_id_of({"x-request-id": "req_123"})
+        'req_123'
+        >>> request_id_of({"x-request-id": "sk-proj-abcdefghijkl"})
+        '[REDACTED]'
+    """
+    value = headers.get("x-request-id")
+    return redact(value) if value is not None else None
 
 
 @dataclass(frozen=True)
