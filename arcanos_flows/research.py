@@ -28,6 +28,7 @@ from arcanos_flows.errors import ArcanosError, IncidentClass, InvalidReasoningIn
 from arcanos_flows.flow_decorator import arcanos_flow
 from arcanos_flows.incidents import attached_incident
 from arcanos_flows.metadata import build_metadata
+from arcanos_flows.prompts import MAX_PLANNED_QUESTIONS, investigation_messages, plan_messages, synthesis_messages
 from arcanos_flows.redaction import redact
 from arcanos_flows.results import ReasoningResult, Usage
 from arcanos_flows.runs import incident_id_for, request_identity
@@ -47,9 +48,6 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-MAX_PLANNED_QUESTIONS = 8
-"""At most this many questions are taken from the plan step's answer."""
-
 MAX_QUESTIONS = 1000
 """At most this many questions may be given explicitly (``max_parallel`` of them run at once)."""
 
@@ -57,8 +55,6 @@ MAX_PARALLEL = 32
 """Upper bound of ``max_parallel``."""
 
 MAX_TOPIC_LENGTH = 2000
-
-RESEARCH_SYSTEM = "You are the Arcanos research AI. Answer precisely and concisely."
 
 _LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}\s*[.)]|[-*\u2022])\s+(?P<text>\S.*?)\s*$")
 _ERROR_TEXT_LIMIT = 500
@@ -301,63 +297,6 @@ def _check_metadata_fits(metadata: Mapping[str, Any], default_token: str | None)
     return {key: value for key, value in build_metadata(metadata).items() if key != "confirmation_token"}
 
 
-# Prompt budgets, in characters (roughly 4 per token): a run with hundreds of questions must still fit the model's
-# context, so long plans and findings are clipped, and the clipping is said in the prompt.
-PLAN_LISTING_BUDGET = 40_000
-PLAN_EXCERPT_BUDGET = 8_000
-SYNTHESIS_FINDINGS_BUDGET = 120_000
-_MIN_FINDING_BUDGET = 100  # x MAX_QUESTIONS (1000) still fits the findings budget
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 15, 0)].rstrip() + " …[clipped]"
-
-
-def _plan_messages(topic: str, questions: list[str] | None) -> list[dict[str, str]]:
-    if questions is None:
-        ask = (
-            f"Plan the research of this topic: {topic}\n\n"
-            f"Answer with a numbered list of at most {MAX_PLANNED_QUESTIONS} research questions, "
-            "one per line, and nothing else."
-        )
-    else:
-        listed = _clip(
-            "\n".join(f"{number}. {question}" for number, question in enumerate(questions, 1)), PLAN_LISTING_BUDGET
-        )
-        ask = (
-            f"Plan the research of this topic: {topic}\n\n"
-            f"These questions will be investigated:\n{listed}\n\n"
-            "Say briefly what each should establish and how the answers fit together."
-        )
-    return [{"role": "system", "content": RESEARCH_SYSTEM}, {"role": "user", "content": ask}]
-
-
-def _investigation_messages(topic: str, plan: str, question: str) -> list[dict[str, str]]:
-    ask = (
-        f"Investigate: {question}\n\n"
-        f"This question is part of the research of: {topic}\n\n"
-        f"The research plan:\n{_clip(plan, PLAN_EXCERPT_BUDGET)}\n\n"
-        "Report your findings on this question only."
-    )
-    return [{"role": "system", "content": RESEARCH_SYSTEM}, {"role": "user", "content": ask}]
-
-
-def _synthesis_messages(topic: str, plan: str, findings: list[StepRecord]) -> list[dict[str, str]]:
-    parts = [
-        f"Synthesize the research findings on: {topic}",
-        "",
-        f"The research plan:\n{_clip(plan, PLAN_EXCERPT_BUDGET)}",
-    ]
-    per_finding = max(SYNTHESIS_FINDINGS_BUDGET // max(len(findings), 1), _MIN_FINDING_BUDGET)
-    for record in findings:
-        if record.ok:
-            parts += ["", f"## {record.question}", _clip(record.content or "", per_finding)]
-        else:
-            parts += ["", f"## {record.question}", "(not investigated: the step failed)"]
-    parts += ["", "Write a concise synthesis that answers the topic and says what remains open."]
-    return [{"role": "system", "content": RESEARCH_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
-
-
 def _completed(
     step: str, question: str | None, result: ReasoningResult, task_run_id: Any, state: State | None = None
 ) -> StepRecord:
@@ -448,7 +387,7 @@ def _investigate(
         futures = runner.map(
             step_task,
             {
-                "messages": [_investigation_messages(topic, plan, question) for question in questions],
+                "messages": [investigation_messages(topic, plan, question) for question in questions],
                 "metadata": unmapped(metadata),
                 "step": [f"investigate-{number}" for number in range(1, len(questions) + 1)],
             },
@@ -537,7 +476,7 @@ def research_flow(
     flow_run_id = str(flow_context.flow_run.id) if flow_context and flow_context.flow_run else None
     report = ResearchReport(topic=topic, questions=list(given or []), audit=shown_audit, flow_run_id=flow_run_id)
 
-    plan_record, plan_error = _run_step(step_task, "plan", _plan_messages(topic, given), metadata, flow_run_id)
+    plan_record, plan_error = _run_step(step_task, "plan", plan_messages(topic, given), metadata, flow_run_id)
     report.steps.append(plan_record)
     if plan_error is not None:
         _finish(report, logger)
@@ -561,8 +500,9 @@ def research_flow(
             failed=len(errors),
         ) from errors[0]
 
+    findings = [(record.question or "", record.content if record.ok else None) for record in investigations]
     synthesis_record, synthesis_error = _run_step(
-        step_task, "synthesis", _synthesis_messages(topic, plan, investigations), metadata, flow_run_id
+        step_task, "synthesis", synthesis_messages(topic, plan, findings), metadata, flow_run_id
     )
     report.steps.append(synthesis_record)
     report.synthesis = synthesis_record.content

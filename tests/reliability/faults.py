@@ -14,7 +14,7 @@ from prefect.client.schemas.objects import TaskRun
 from arcanos_flows.testing import FakeOpenAIServer, RecordedRequest
 
 INVESTIGATE = "Investigate: "
-"""How the research flow's investigation prompts start (``research._investigation_messages``)."""
+"""How the research flow's investigation prompts start (``prompts.investigation_messages``)."""
 PLAN = "Plan the research of this topic: "
 """How the research flow's plan prompt starts."""
 
