@@ -116,10 +116,13 @@ def test_research_metadata_reaches_every_request(openai_server: FakeOpenAIServer
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(state.state_details.flow_run_id)
         this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        task_runs = {str(task_run.id): task_run.name for task_run in client.read_task_runs(flow_run_filter=this_run)}
+        read_back = client.read_task_runs(flow_run_filter=this_run)
+        task_runs = {str(task_run.id): task_run.name for task_run in read_back}
     assert flow_run.parameters["audit"] == AUDIT
     assert flow_run.parameters["confirmation_token"] == TOKEN
     assert "arcanos" in flow_run.tags
+    # Only the flow run is tagged: a tagged task run would cost a tag-concurrency lease per step.
+    assert [task_run.tags for task_run in read_back] == [[]] * 5
     assert {task_runs[step.task_run_id] for step in report.steps} == {
         "reasoning[plan]",
         "reasoning[investigate-1]",
