@@ -1,29 +1,91 @@
-"""Run the benchmarks and print the results table: ``python -m bench [--quick] [--repeats N] [--only NAME]``."""
+"""Run the benchmarks and print the results table.
+
+``python -m bench [--quick] [--repeats N] [--only NAME ...] [--keep] [--diagnose] [--json FILE]``
+
+Scenarios (``--only`` names): ``fanout``, ``overhead``, ``task-cost``, ``adhoc``, ``cache``, ``rate-limit``,
+``memory``. ``--quick`` runs every scenario at tiny sizes as a smoke test (targets are shown, not asserted). The
+exit status is 1 when a measured target is missed (not in ``--quick``), 2 when a scenario could not be measured.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
 
-from . import client_overhead
-from ._common import Row, fake_openai_process, print_table
+from . import adhoc, caching, client_overhead, fanout, memory, rate_limit, task_cost
+from ._common import Bench, Row, load_average, print_table
+
+SCENARIOS: dict[str, tuple[str, str, Callable[[Bench], Row | list[Row]]]] = {
+    "fanout": ("fan-out", fanout.TARGET, fanout.run),
+    "overhead": ("client overhead", client_overhead.TARGET, client_overhead.run),
+    "task-cost": ("Prefect cost per reasoning task", task_cost.TARGET, task_cost.run),
+    "adhoc": ("ad-hoc `arcanos-flows run research`", "<= +1 s temporary server; <= 3 s local server", adhoc.run),
+    "cache": ("re-run with caching on", caching.TARGET, caching.run),
+    "rate-limit": ("requests-per-minute limit", rate_limit.TARGET, rate_limit.run),
+    "memory": ("memory", memory.TARGET, memory.run),
+}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run proving the bench works")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="runs per scenario (median quoted); default 5, quick 2"
+        "--repeats", type=int, default=None, help="rounds per scenario (median quoted); default 5, quick 1"
     )
-    parser.add_argument("--only", action="append", default=None, help="run only these scenarios (overhead)")
-    args = parser.parse_args()
-    repeats = args.repeats or (2 if args.quick else 5)
-    wanted = set(args.only or ["overhead"])
+    parser.add_argument(
+        "--only", action="append", choices=list(SCENARIOS), default=None, help="run only this scenario (repeatable)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder with the processes' logs")
+    parser.add_argument(
+        "--diagnose", action="store_true", help="also run diagnostic variants (research flow with tagged task runs)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON to this file")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 5)
+    wanted = [name for name in SCENARIOS if name in set(args.only or SCENARIOS)]
+
+    bench = Bench(quick=args.quick, repeats=repeats, keep=args.keep, diagnose=args.diagnose)
+    started, load_at_start = time.perf_counter(), load_average()
     rows: list[Row] = []
-    if "overhead" in wanted:
-        with fake_openai_process(0.0) as base_url:
-            rows.append(client_overhead.run(base_url, calls=50 if args.quick else 1000, repeats=repeats))
-    print_table(rows, repeats)
-    return 0 if all(row.met is not False for row in rows) or args.quick else 1
+    errors = 0
+    try:
+        for name in wanted:
+            title, target, scenario = SCENARIOS[name]
+            scenario_started, load_before = time.perf_counter(), load_average()
+            print(f"[bench] {name}: running (load {load_before})", file=sys.stderr, flush=True)
+            try:
+                result = scenario(bench)
+            except Exception as exc:
+                errors += 1
+                traceback.print_exc()
+                result = Row.failed(title, target, exc)
+            produced = result if isinstance(result, list) else [result]
+            took = time.perf_counter() - scenario_started
+            for row in produced:
+                row.notes.append(f"took {took:.0f} s, load average {load_before} before, {load_average()} after")
+            rows.extend(produced)
+            print(f"[bench] {name}: done in {took:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        bench.close()
+        if bench.keep:
+            print(f"[bench] logs kept in {bench.logs}", file=sys.stderr)
+    seconds = time.perf_counter() - started
+    print_table(rows, repeats, quick=args.quick, seconds=seconds, loads=(load_at_start, load_average()))
+    if getattr(bench, "prefect_start_seconds", None) is not None:
+        print(
+            f"- the local Prefect server (`prefect server start`, fresh database) took "
+            f"{bench.prefect_start_seconds:.0f} s to become healthy (not part of any figure)"
+        )
+    if args.json:
+        args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2) + "\n")
+    if errors:
+        return 2
+    return 0 if args.quick or all(row.met is not False for row in rows) else 1
 
 
 if __name__ == "__main__":

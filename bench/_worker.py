@@ -1,0 +1,378 @@
+"""A measuring process: runs one side of a scenario per command and reports what it timed.
+
+``python -m bench._worker`` reads one JSON command per line on stdin (``{"cmd": ..., "args": {...}}``) and answers
+each with one line ``BENCH <json>`` on its original stdout; everything else it or Prefect prints goes to stderr
+(the bench keeps it in a log file). Heavy imports happen in the commands, so a worker for the raw SDK never imports
+Prefect. Times are taken with ``time.perf_counter()`` around the call, after warm-up runs made by earlier commands;
+``time.monotonic()`` stamps let the bench line them up with the fake server's clock (the same clock on Linux).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from . import _shapes
+
+COMMANDS: dict[str, Callable[..., dict[str, Any]]] = {}
+
+
+def command(function: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    COMMANDS[function.__name__] = function
+    return function
+
+
+# --- environment ---------------------------------------------------------------------------------------------------
+
+
+@command
+def env(**values: str | None) -> dict[str, Any]:
+    """Set (or, with ``None``, remove) environment variables; settings are read from the environment per run."""
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return {"ok": True}
+
+
+@command
+def rss() -> dict[str, Any]:
+    """This process's current and peak resident set size, in MB (``/proc/self/status``)."""
+    values: dict[str, float] = {}
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) / 1024
+    return {"rss_mb": values.get("VmRSS"), "peak_mb": values.get("VmHWM")}
+
+
+@command
+def features() -> dict[str, Any]:
+    """Which issue-5 interfaces the installed arcanos-flows has (scenarios print n/a without them)."""
+    from arcanos_flows import research
+    from arcanos_flows.settings import ArcanosSettings
+
+    aliases = {str(field.validation_alias) for field in ArcanosSettings.model_fields.values()}
+    parameters = inspect.signature(research.research_flow.fn).parameters
+    from . import _fake_server
+
+    return {
+        "max_questions": getattr(research, "MAX_QUESTIONS", 0),
+        "max_parallel": getattr(research, "MAX_PARALLEL", 0),
+        "research_cache": "cache" in parameters,
+        "requests_per_minute": "ARCANOS_REQUESTS_PER_MINUTE" in aliases,
+        "fake_server_rpm": _fake_server.rpm_keyword() is not None,
+        "step_fields": sorted(research.StepRecord.model_fields),
+    }
+
+
+# --- fan-out sides ---------------------------------------------------------------------------------------------------
+
+
+_cpu_at_start: list[float] = []
+
+
+def _stamp(started: float, started_mono: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "seconds": time.perf_counter() - started,
+        "start_mono": started_mono,
+        "end_mono": time.monotonic(),
+        # CPU of this process (all its threads) during the call, for the notes: where the time went.
+        "cpu_seconds": time.process_time() - _cpu_at_start.pop() if _cpu_at_start else None,
+        **extra,
+    }
+
+
+def _start() -> tuple[float, float]:
+    _cpu_at_start[:] = [time.process_time()]
+    return time.monotonic(), time.perf_counter()
+
+
+@command
+def research(topic: str, n: int, par: int, cache: bool | None = None) -> dict[str, Any]:
+    """One ``research_flow`` run with ``n`` given questions and ``max_parallel=par``, timed around the call."""
+    from arcanos_flows.research import ResearchStepsFailed, research_flow
+
+    options: dict[str, Any] = {"questions": _shapes.questions(n), "audit": dict(_shapes.AUDIT), "max_parallel": par}
+    if cache is not None:
+        options["cache"] = cache
+    started_mono, started = _start()
+    try:
+        report = research_flow(topic, **options)
+    except ResearchStepsFailed as exc:
+        report = exc.report
+    result = _stamp(started, started_mono)
+    steps = report.steps
+    cached = 0
+    for step in steps:
+        flag = getattr(step, "cached", None)
+        if flag is True or getattr(step, "status", None) == "cached":
+            cached += 1
+    result.update(
+        steps=len(steps),
+        failed=len(report.failed_steps),
+        cached_steps=cached,
+        input_tokens=report.usage.input_tokens,
+        error_classes=sorted({step.error_class for step in steps if step.error_class}),
+    )
+    return result
+
+
+@command
+def research_tagged_tasks(topic: str, n: int, par: int) -> dict[str, Any]:
+    """Diagnosis: ``research_flow`` called inside the caller's ``tags("arcanos")``, so its task runs carry the tag.
+
+    Prefect then takes a tag-concurrency lease through the API for every task run (as it did for every research
+    step before ``@arcanos_flow`` stopped tagging task runs).
+    """
+    from prefect import tags
+
+    from arcanos_flows.research import research_flow
+
+    options: dict[str, Any] = {"questions": _shapes.questions(n), "audit": dict(_shapes.AUDIT), "max_parallel": par}
+    started_mono, started = _start()
+    with tags("arcanos"):
+        report = research_flow(topic, **options)
+    return _stamp(started, started_mono, steps=len(report.steps), failed=len(report.failed_steps))
+
+
+_naive: dict[int, Any] = {}
+
+
+def _naive_flow(par: int) -> Any:
+    # What a user would write without arcanos-flows: a plain @task around the SDK, mapped on the flow's task runner.
+    if par in _naive:
+        return _naive[par]
+    import openai
+    from prefect import flow, task
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    sdk = openai.OpenAI(api_key=_shapes.API_KEY, base_url=os.environ["OPENAI_BASE_URL"], max_retries=0)
+
+    @task
+    def ask(messages: list[dict[str, str]]) -> str:
+        response = sdk.chat.completions.create(
+            model=_shapes.MODEL, messages=messages, metadata=_shapes.metadata(), store=True
+        )
+        return response.choices[0].message.content or ""
+
+    @flow(name="bench-naive-research", task_runner=ThreadPoolTaskRunner(max_workers=par))
+    def naive_research(topic: str, asked: list[str]) -> str:
+        plan = ask(_shapes.plan_messages(topic, asked))
+        answers = ask.map([_shapes.investigation_messages(topic, plan, question) for question in asked]).result()
+        return ask(_shapes.synthesis_messages(topic, plan, list(zip(asked, answers, strict=True))))
+
+    _naive[par] = naive_research
+    return naive_research
+
+
+@command
+def naive(topic: str, n: int, par: int) -> dict[str, Any]:
+    """The naive Prefect flow: plan, ``n`` mapped investigations (thread pool of ``par``), synthesis."""
+    naive_research = _naive_flow(par)
+    started_mono, started = _start()
+    naive_research(topic, _shapes.questions(n))
+    return _stamp(started, started_mono)
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_async_client: Any = None
+
+
+@command
+def raw(topic: str, n: int, par: int) -> dict[str, Any]:
+    """Raw ``AsyncOpenAI`` with ``asyncio.Semaphore(par)``: plan, ``n`` investigations, synthesis."""
+    global _loop, _async_client
+    import openai
+
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+        _async_client = openai.AsyncOpenAI(
+            api_key=_shapes.API_KEY, base_url=os.environ["OPENAI_BASE_URL"], max_retries=0
+        )
+    client = _async_client
+
+    async def ask(messages: list[dict[str, str]]) -> str:
+        response = await client.chat.completions.create(
+            model=_shapes.MODEL, messages=messages, metadata=_shapes.metadata(), store=True
+        )
+        return response.choices[0].message.content or ""
+
+    async def research_run() -> str:
+        asked = _shapes.questions(n)
+        plan = await ask(_shapes.plan_messages(topic, asked))
+        limit = asyncio.Semaphore(par)
+
+        async def investigate(question: str) -> str:
+            async with limit:
+                return await ask(_shapes.investigation_messages(topic, plan, question))
+
+        answers = await asyncio.gather(*(investigate(question) for question in asked))
+        return await ask(_shapes.synthesis_messages(topic, plan, list(zip(asked, answers, strict=True))))
+
+    started_mono, started = _start()
+    _loop.run_until_complete(research_run())
+    return _stamp(started, started_mono)
+
+
+# --- client overhead ------------------------------------------------------------------------------------------------
+
+
+@command
+def client_overhead(calls: int, repeats: int, block: int = 50) -> dict[str, Any]:
+    """``ArcanosPythonClient.run_reasoning`` vs the raw SDK client, same server, in alternating blocks of calls.
+
+    Each round makes ``calls`` calls per side in blocks of ``block``, alternating which side goes first, so drift
+    and noise hit both alike; the round's figure per side is its mean ms per call.
+    """
+    import openai
+
+    from arcanos_flows import ArcanosPythonClient, ArcanosSettings
+
+    base_url = os.environ["OPENAI_BASE_URL"]
+    raw_client = openai.OpenAI(api_key=_shapes.API_KEY, base_url=base_url, max_retries=0)
+    # The environment of this process is the bench's clean one: nothing but the fake server's settings.
+    client = ArcanosPythonClient(ArcanosSettings(max_retries=0, _env_file=None))
+    metadata = dict(_shapes.AUDIT)
+
+    def raw_call() -> None:
+        raw_client.chat.completions.create(model=_shapes.MODEL, messages=MESSAGES, metadata=metadata, store=True)
+
+    def ours_call() -> None:
+        client.run_reasoning(MESSAGES, metadata=metadata)
+
+    for _ in range(20):  # warm both connection pools
+        raw_call()
+        ours_call()
+    raw_ms: list[float] = []
+    ours_ms: list[float] = []
+    for round_number in range(repeats):
+        spent = {"raw": 0.0, "ours": 0.0}
+        sides = [("raw", raw_call), ("ours", ours_call)]
+        for block_number in range(max(1, calls // block)):
+            for name, call in sides if (round_number + block_number) % 2 == 0 else reversed(sides):
+                started = time.perf_counter()
+                for _ in range(block):
+                    call()
+                spent[name] += time.perf_counter() - started
+        count = max(1, calls // block) * block
+        raw_ms.append(spent["raw"] * 1000 / count)
+        ours_ms.append(spent["ours"] * 1000 / count)
+    raw_client.close()
+    client.close()
+    return {"raw_ms": raw_ms, "ours_ms": ours_ms}
+
+
+# --- Prefect cost per reasoning task --------------------------------------------------------------------------------
+
+_cost_flows: dict[str, Any] = {}
+MESSAGES = [
+    {"role": "system", "content": "You are the Arcanos maintenance AI."},
+    {"role": "user", "content": "List the current confirmation layers."},
+]
+
+
+def _task_cost_flow() -> Any:
+    if "flow" in _cost_flows:
+        return _cost_flows["flow"]
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    from arcanos_flows.credentials import resolve_settings
+    from arcanos_flows.tasks import run_reasoning, shared_client
+
+    @task(name="bench-plain-reasoning", cache_policy=NO_CACHE, persist_result=False)
+    def plain_reasoning(messages: list[dict[str, str]], metadata: dict[str, str], step: str) -> Any:
+        return shared_client(resolve_settings()).run_reasoning(messages, metadata=metadata)
+
+    @flow(name="bench-task-cost")
+    def task_cost_flow(n: int, mode: str) -> list[float]:
+        durations: list[float] = []
+        metadata = dict(_shapes.AUDIT)
+        if mode == "direct":
+            client = shared_client(resolve_settings())
+            for _ in range(n):
+                started = time.perf_counter()
+                client.run_reasoning(MESSAGES, metadata=metadata)
+                durations.append(time.perf_counter() - started)
+        else:
+            step_task = run_reasoning if mode == "task" else plain_reasoning
+            for number in range(n):
+                started = time.perf_counter()
+                step_task(MESSAGES, metadata, f"s{number}")
+                durations.append(time.perf_counter() - started)
+        _cost_flows["last"] = durations
+        return []
+
+    _cost_flows["flow"] = task_cost_flow
+    return task_cost_flow
+
+
+@command
+def task_cost(n: int, mode: str) -> dict[str, Any]:
+    """``n`` sequential calls in one flow: ``task`` (run_reasoning), ``plain`` (a bare @task) or ``direct``.
+
+    A ``-tagged`` suffix runs the flow inside ``tags("arcanos")``, as ``@arcanos_flow`` does.
+    """
+    import contextlib
+
+    from prefect import tags
+
+    flow = _task_cost_flow()
+    # "-tagged": as the bundled flows run (`@arcanos_flow` calls them inside `tags("arcanos")`), so every task run
+    # carries the tag too.
+    mode, _, tagged = mode.partition("-")
+    started_mono, started = _start()
+    with tags("arcanos") if tagged else contextlib.nullcontext():
+        flow(n, mode)
+    durations = _cost_flows.pop("last")
+    return _stamp(started, started_mono, per_call_ms=[value * 1000 for value in durations])
+
+
+# --- protocol --------------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints (Prefect's, the SDK's) go to the log, never into the protocol
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        try:
+            reply = COMMANDS[request["cmd"]](**request.get("args", {}))
+        except BaseException as exc:  # report anything, the bench decides
+            traceback.print_exc()
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        out.write("BENCH " + json.dumps(reply, default=_json_default) + "\n")
+        if request["cmd"] == "quit":
+            break
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def _quit() -> dict[str, Any]:
+    return {"ok": True}
+
+
+COMMANDS["quit"] = _quit
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
