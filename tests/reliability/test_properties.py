@@ -708,3 +708,68 @@ def test_every_environment_variable_either_loads_or_names_itself_in_a_configurat
             check_accepted(loaded[0], variable, value, server)
 
     check()
+
+
+# --- CLI arguments -----------------------------------------------------------------------------------------------
+
+# What a shell can pass in argv: no NUL, no lone surrogates.
+argv_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
+meta_option = st.one_of(
+    argv_text,  # often without "=" or with an empty key: a usage error
+    st.tuples(argv_text, argv_text).map("=".join),
+    st.tuples(st.sampled_from(["ticket", "intent", "prefect.flow", " ", "k" * 70]), argv_text).map("=".join),
+)
+
+
+@pytest.fixture(scope="module")
+def empty_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty ``.env``: only the variables the test gives count."""
+    path = tmp_path_factory.mktemp("cli") / "empty.env"
+    path.write_text("")
+    return path
+
+
+@PROPERTY
+@given(
+    text=argv_text,
+    system=st.one_of(st.none(), argv_text),
+    meta=st.lists(meta_option, max_size=4),
+)
+def test_any_cli_prompt_arguments_send_one_exact_request_or_exit_2_naming_the_argument(
+    server: FakeOpenAIServer, empty_env_file: Path, text: str, system: str | None, meta: list[str]
+) -> None:
+    """``arcanos-flows prompt TEXT [--system S] [--meta K=V ...]``: exit 0 after exactly one request carrying the
+    text, system message and metadata as given, or exit 2 with a message naming what is wrong and no request."""
+    from typer.testing import CliRunner
+
+    from arcanos_flows.cli import app
+
+    args = ["prompt", "--", text] if text.startswith("-") else ["prompt", text]
+    for item in meta:
+        args += ["--meta", item]
+    if system is not None:
+        args += ["--system", system]
+    env = {
+        "OPENAI_API_KEY": API_KEY,
+        "ARCANOS_FINE_TUNED_MODEL": MODEL,
+        "OPENAI_BASE_URL": server.base_url,
+        "ARCANOS_MAX_RETRIES": "0",
+        "ARCANOS_ENV_FILE": str(empty_env_file),
+    }
+    server.clear()
+    with secrets_registry():
+        result = CliRunner().invoke(app, args, env=env)
+    sent = [request.json for request in server.completion_requests]
+    assert result.exit_code in (0, 2), (result.exit_code, result.output, result.exception)
+    if result.exit_code == 2:
+        assert sent == []
+        assert any(name in result.output for name in ("--meta", "content", "text", "system")), result.output
+        return
+    assert len(sent) == 1, result.output
+    body = sent[0]
+    assert body["model"] == MODEL
+    assert body["messages"][-1] == {"role": "user", "content": text}
+    if system is not None:
+        assert body["messages"][0] == {"role": "system", "content": system}
+    given_keys = {item.partition("=")[0].strip() for item in meta}
+    assert given_keys <= set(body.get("metadata", {})), (given_keys, body.get("metadata"))
