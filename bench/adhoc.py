@@ -90,7 +90,7 @@ def run(bench: Bench) -> list[Row]:
             "ad-hoc `arcanos-flows run research` (one question), Prefect's temporary server",
             f"{ours:.2f} s",
             f"bare Prefect flow, one trivial task {bare:.2f} s",
-            f"+{ours - bare:.2f} s",
+            f"{ours - bare:+.2f} s",
             "<= +1 s",
             ours - bare <= 1.0,
             [
@@ -106,7 +106,7 @@ def run(bench: Bench) -> list[Row]:
             "ad-hoc `arcanos-flows run research` (one question), running local Prefect server",
             f"{ours:.2f} s",
             f"bare Prefect flow, one trivial task {bare:.2f} s",
-            f"+{ours - bare:.2f} s",
+            f"{ours - bare:+.2f} s",
             "<= 3 s total",
             ours <= 3.0,
             [
