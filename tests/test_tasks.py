@@ -350,7 +350,11 @@ def test_a_step_that_succeeds_on_retry_sends_no_incident_and_counts_its_tries(
     assert result.attempts == TRIES
     assert len(openai_server.completion_requests) == TRIES
     assert receiver.deliveries == []
-    task_run = read_task_run(result.metadata["prefect.task_run_id"], lambda run: run.run_count == TRIES)
+    # Task-run states reach the server as events, so wait for the final one, not only the last run count.
+    task_run = read_task_run(
+        result.metadata["prefect.task_run_id"],
+        lambda run: run.run_count == TRIES and run.state is not None and run.state.is_final(),
+    )
     assert task_run.state is not None
     assert task_run.state.is_completed()
 
