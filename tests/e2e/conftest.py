@@ -34,11 +34,6 @@ PREFECT = str(BIN / "prefect") if (BIN / "prefect").exists() else "prefect"
 WORK_POOL = "arcanos-process"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``e2e`` marker (also listed in pyproject.toml once the maintainers add it there)."""
-    config.addinivalue_line("markers", "e2e: end-to-end test against real Prefect server/worker processes (slow)")
-
-
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as probe:
