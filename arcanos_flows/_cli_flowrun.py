@@ -11,7 +11,9 @@ Start-up is most of an ad-hoc run's time, so this module is careful with it: Pre
 once, with the cyclic garbage collector paused (:func:`heavy_imports`); Prefect's temporary server, when runs
 go there, starts while the flows are imported (:func:`temporary_server_starting`); nothing polls without a live
 view; and runs on the temporary server send no heartbeats (nothing outlives the process to watch them, and
-stopping the heartbeat thread costs up to a second at the end of every run).
+stopping the heartbeat thread costs up to a second at the end of every run). The one wait it adds is at the end
+of a run on the temporary server, which stops with this process: until the server has recorded each step's
+final state (:func:`wait_until_recorded`, about a tenth of a second here).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "run_flow",
     "run_research",
     "temporary_server_starting",
+    "wait_until_recorded",
 ]
 
 logger = logging.getLogger("arcanos_flows.cli")
@@ -59,6 +62,7 @@ _TERMINAL = frozenset({"Completed", "Cached", "Failed", "Crashed", "Cancelled", 
 _STYLES = {"Completed": "green", "Cached": "blue", "Failed": "red", "Crashed": "red", "TimedOut": "red"}
 _POLL_SECONDS = 0.5
 _ERROR_LIMIT = 120
+_RECORDED_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -517,7 +521,65 @@ def run_flow(
             outcome.error = error if isinstance(error, BaseException) else None
     if outcome.flow_run_id:
         outcome.ui_url = ui_url_for(outcome.flow_run_id)
+        if temporary_server:
+            finished_here = {task_run_id for task_run_id, step in tracker.steps.items() if step.final}
+            wait_until_recorded(outcome.flow_run_id, finished_here)
     return outcome
+
+
+def wait_until_recorded(flow_run_id: str, task_run_ids: set[str], timeout: float = _RECORDED_WAIT_SECONDS) -> bool:
+    """Wait until the Prefect API shows each of ``task_run_ids`` in a final state; never raises.
+
+    A task run's states reach the server as events, which it records a moment after the run itself has finished.
+    On Prefect's temporary server that moment matters: the server stops when this process exits, and a write
+    still in progress is cancelled, so the task run stays ``Running`` in the database (which ``PREFECT_HOME``
+    keeps for the next server) and the server prints an error with a traceback. Called at the end of a run on
+    the temporary server; it usually returns within a few polls.
+
+    Args:
+        flow_run_id: The flow run.
+        task_run_ids: The task runs that finished in this process.
+        timeout: Seconds to wait at most.
+
+    Returns:
+        Whether all of them were recorded in time.
+
+    Example:
+        >>> wait_until_recorded("00000000-0000-0000-0000-000000000000", set())
+        True
+    """
+    if not task_run_ids:
+        return True
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+    try:
+        with get_client(sync_client=True) as client:
+            while True:
+                recorded = {
+                    str(task_run.id)
+                    for task_run in client.read_task_runs(flow_run_filter=run_filter)
+                    if task_run.state is not None and task_run.state.is_final()
+                }
+                if task_run_ids <= recorded:
+                    return True
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+    except Exception as exc:  # the run's outcome is known; only the server's records may be incomplete
+        logger.debug("Could not read the run's task runs back: %s", redact(str(exc)))
+        return False
+    logger.warning(
+        "Prefect's temporary server had not recorded the final state of %d task run(s) after %g s; "
+        "the Prefect UI may show them as still running.",
+        len(task_run_ids - recorded),
+        timeout,
+    )
+    return False
 
 
 def run_research(

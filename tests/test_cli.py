@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -293,7 +295,7 @@ def test_incidents_flush_exits_1_when_incidents_remain(
 
 @pytest.mark.slow
 def test_run_research_shows_the_steps_and_prints_the_report(
-    cli: Run, env: dict[str, str], openai_server: FakeOpenAIServer
+    cli: Run, env: dict[str, str], openai_server: FakeOpenAIServer, prefect_home: Path
 ) -> None:
     """`run research` runs the flow on Prefect's local server, shows each step, prints the report and the run id."""
     done = cli("run", "research", "--topic", "Confirmation layers", "-q", "Which layers exist?", "-q", "Who confirms?",
@@ -305,8 +307,14 @@ def test_run_research_shows_the_steps_and_prints_the_report(
     assert "Research: Confirmation layers" in done.stdout
     (run_id,) = set(re.findall(rf"Flow run: ({UUID.pattern})", done.stdout))
     assert f"UI: http://prefect.example:4200/runs/flow-run/{run_id}" in done.stdout
-    for step in ("plan", "investigate-1", "investigate-2", "synthesis"):
-        assert f"reasoning[{step}]: Completed" in done.stderr
+    steps = [f"reasoning[{step}]" for step in ("plan", "investigate-1", "investigate-2", "synthesis")]
+    for step in steps:
+        assert f"{step}: Completed" in done.stderr
+    # The temporary server stopped with the command, and only after recording each step's final state: a write
+    # still running at exit is cancelled, leaving the step Running in the database that PREFECT_HOME keeps.
+    with contextlib.closing(sqlite3.connect(f"file:{prefect_home / 'prefect.db'}?mode=ro", uri=True)) as db:
+        recorded = db.execute("select name, state_type from task_run where flow_run_id = ?", (run_id,)).fetchall()
+    assert sorted(recorded) == sorted((step, "COMPLETED") for step in steps)
     requests = openai_server.completion_requests
     assert len(requests) == 4
     for request in requests:
