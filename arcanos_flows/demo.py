@@ -6,7 +6,8 @@
 2. Runs the research flow on Prefect and shows the report, the usage table and the metadata every request
    carried. The runs go to ``PREFECT_API_URL`` when set, else to the server of ``arcanos-flows server start``
    when it is running (they then stay in its UI), else to Prefect's temporary server: on a fresh machine the
-   demo needs nothing running.
+   demo needs nothing running (and that server sends Prefect no usage telemetry, unless your environment or
+   Prefect profile turns it on).
 3. Runs the maintenance check against the stand-in, scripted to answer 401 as a revoked key would: the
    step fails, its hook reports one incident, and the demo shows what the receiver got.
 
@@ -50,6 +51,7 @@ STAND_IN_LATENCY = 0.3
 
 _ENV_FILE = "ARCANOS_ENV_FILE"
 _BLOCK = "ARCANOS_CREDENTIALS_BLOCK"
+_ANALYTICS = "PREFECT_SERVER_ANALYTICS_ENABLED"
 
 
 @contextlib.contextmanager
@@ -285,7 +287,15 @@ def _research_flow(err: Console) -> Any:
     from arcanos_flows import _cli_flowrun
 
     _cli_flowrun.quiet_prefect_console()
-    with _cli_flowrun.temporary_server_starting(err), _cli_flowrun.heavy_imports():
+    # Everything the demo talks to is local: its temporary Prefect server (when it starts one) sends no usage
+    # telemetry to Prefect, unless the user's environment or profile says otherwise. The server keeps the
+    # environment it started with.
+    analytics = os.environ.get(_ANALYTICS, "false")
+    with (
+        scoped_environ({_ANALYTICS: analytics}),
+        _cli_flowrun.temporary_server_starting(err),
+        _cli_flowrun.heavy_imports(),
+    ):
         from arcanos_flows.research import research_flow
 
     return research_flow
