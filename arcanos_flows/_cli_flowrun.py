@@ -160,6 +160,11 @@ class RunTracker:
                 step.final = name in _TERMINAL
                 step.attempts = max(step.attempts, task_run.run_count or 1)
 
+    def finished_task_run_ids(self) -> set[str]:
+        """The task runs seen in a final state (by their log records or the API)."""
+        with self.lock:
+            return {task_run_id for task_run_id, step in self.steps.items() if step.final}
+
     def snapshot(self) -> list[StepView]:
         """The steps in the order they were first seen."""
         with self.lock:
@@ -355,9 +360,8 @@ def _polling(tracker: RunTracker) -> Iterator[None]:
             return
         try:
             from prefect.client.orchestration import get_client
-            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-            run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[tracker.flow_run_id]))
+            run_filter = _this_flow_run(tracker.flow_run_id)
             with get_client(sync_client=True) as client:
                 while True:
                     tracker.on_task_runs(client.read_task_runs(flow_run_filter=run_filter))
@@ -522,9 +526,17 @@ def run_flow(
     if outcome.flow_run_id:
         outcome.ui_url = ui_url_for(outcome.flow_run_id)
         if temporary_server:
-            finished_here = {task_run_id for task_run_id, step in tracker.steps.items() if step.final}
-            wait_until_recorded(outcome.flow_run_id, finished_here)
+            wait_until_recorded(outcome.flow_run_id, tracker.finished_task_run_ids())
     return outcome
+
+
+def _this_flow_run(flow_run_id: str) -> Any:
+    """The API filter that selects one flow run (for reading its task runs)."""
+    from uuid import UUID
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    return FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
 
 
 def wait_until_recorded(flow_run_id: str, task_run_ids: set[str], timeout: float = _RECORDED_WAIT_SECONDS) -> bool:
@@ -550,13 +562,10 @@ def wait_until_recorded(flow_run_id: str, task_run_ids: set[str], timeout: float
     """
     if not task_run_ids:
         return True
-    from uuid import UUID
-
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     deadline = time.monotonic() + timeout
-    run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+    run_filter = _this_flow_run(flow_run_id)
     try:
         with get_client(sync_client=True) as client:
             while True:
