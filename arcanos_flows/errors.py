@@ -1,21 +1,29 @@
-"""The project's exceptions: one base class, each subclass knowing its incident class.
+"""The project's exceptions, at their public path.
 
-Callers catch by meaning (``except ModelEnforcementError``) the way they catch the OpenAI SDK's
-``RateLimitError``; the notifier asks any exception for its incident class through
-:func:`arcanos_flows.incidents.classify`.
+They are defined in :mod:`arcanos_flows.core.errors` and named ``arcanos_flows.errors.<Class>`` everywhere
+outside: an incident's ``error_type`` (receivers match on it), tracebacks and pickles all use this path, which
+stays stable whatever moves inside the package.
+
+Example:
+    >>> from arcanos_flows.errors import ModelEnforcementError
+    >>> ModelEnforcementError.__module__
+    'arcanos_flows.errors'
 """
 
-from __future__ import annotations
-
-import json
-import sys
-from dataclasses import dataclass
-from enum import Enum
-from typing import TYPE_CHECKING, ClassVar
-
-if TYPE_CHECKING:
-    import openai
-
+from arcanos_flows.core.errors import (
+    TRANSIENT_CLASSES,
+    ArcanosError,
+    Classification,
+    ConfigurationError,
+    EmptyCompletionError,
+    IncidentClass,
+    IncompleteCompletionError,
+    InvalidReasoningInput,
+    ModelEnforcementError,
+    RefusalError,
+    UpstreamResponseError,
+    classify,
+)
 
 __all__ = [
     "TRANSIENT_CLASSES",
@@ -31,279 +39,3 @@ __all__ = [
     "UpstreamResponseError",
     "classify",
 ]
-
-
-class IncidentClass(str, Enum):
-    """What kind of failure an incident reports; the value is the ``incident_class`` JSON field."""
-
-    CONFIGURATION = "configuration"
-    AUTHENTICATION = "authentication"
-    PERMISSION = "permission"
-    RATE_LIMIT = "rate_limit"
-    QUOTA_EXHAUSTED = "quota_exhausted"
-    TIMEOUT = "timeout"
-    CONNECTION = "connection"
-    UPSTREAM_ERROR = "upstream_error"
-    BAD_REQUEST = "bad_request"
-    NOT_FOUND = "not_found"
-    MODEL_ENFORCEMENT = "model_enforcement"
-    EMPTY_COMPLETION = "empty_completion"
-    INCOMPLETE_COMPLETION = "incomplete_completion"
-    REFUSAL = "refusal"
-    INVALID_RESPONSE = "invalid_response"
-    INVALID_INPUT = "invalid_input"
-    UNKNOWN = "unknown"
-    # Reported by the Prefect layer (hooks, automation relay, explicit notifications).
-    FLOW_FAILED = "flow_failed"
-    CRASHED = "crashed"
-    CANCELLED = "cancelled"
-    DEGRADED = "degraded"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-TRANSIENT_CLASSES: frozenset[IncidentClass] = frozenset(
-    {IncidentClass.RATE_LIMIT, IncidentClass.TIMEOUT, IncidentClass.CONNECTION, IncidentClass.UPSTREAM_ERROR}
-)
-"""Failures that may succeed when tried again later; every other class fails at once."""
-
-
-class ArcanosError(Exception):
-    """Base class of every arcanos-flows exception.
-
-    Attributes:
-        incident_class: The maintenance incident class this failure is reported as.
-        request_id: The upstream ``x-request-id`` when a response was received.
-        http_status: The upstream HTTP status when a response was received.
-        attempts: How many HTTP attempts were made before failing (0 when none was made).
-
-    Example:
-        >>> try:
-        ...     raise ModelEnforcementError("answered by gpt-4o")
-        ... except ArcanosError as exc:
-        ...     print(exc.incident_class.value)
-        model_enforcement
-    """
-
-    incident_class: ClassVar[IncidentClass] = IncidentClass.UNKNOWN
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        request_id: str | None = None,
-        http_status: int | None = None,
-        attempts: int = 0,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.request_id = request_id
-        self.http_status = http_status
-        self.attempts = attempts
-
-
-class ConfigurationError(ArcanosError):
-    """A required setting is missing or a setting has an invalid value.
-
-    Example:
-        >>> raise ConfigurationError(
-        ...     "Missing required environment variable: ARCANOS_FINE_TUNED_MODEL"
-        ... )  # doctest: +IGNORE_EXCEPTION_DETAIL
-        Traceback (most recent call last):
-        arcanos_flows.errors.ConfigurationError: Missing required environment variable: ...
-    """
-
-    incident_class = IncidentClass.CONFIGURATION
-
-
-class InvalidReasoningInput(ArcanosError, ValueError):
-    """Messages, metadata or options break the input contract; raised before any network call.
-
-    Example:
-        >>> str(InvalidReasoningInput("messages[0].role: must be one of ..."))
-        'messages[0].role: must be one of ...'
-    """
-
-    incident_class = IncidentClass.INVALID_INPUT
-
-
-class ModelEnforcementError(ArcanosError):
-    """Another model was requested, or another model answered, than ``ARCANOS_FINE_TUNED_MODEL``.
-
-    Attributes:
-        expected_model: The configured model.
-        actual_model: The model that was asked for or that answered.
-
-    Example:
-        >>> err = ModelEnforcementError("wrong model", expected_model="ft:a", actual_model="gpt-4o")
-        >>> err.actual_model
-        'gpt-4o'
-    """
-
-    incident_class = IncidentClass.MODEL_ENFORCEMENT
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        expected_model: str | None = None,
-        actual_model: str | None = None,
-        request_id: str | None = None,
-        http_status: int | None = None,
-        attempts: int = 0,
-    ) -> None:
-        super().__init__(message, request_id=request_id, http_status=http_status, attempts=attempts)
-        self.expected_model = expected_model
-        self.actual_model = actual_model
-
-
-class UpstreamResponseError(ArcanosError):
-    """The upstream answered 2xx with a body that is not a valid completion (malformed, non-JSON, wrong shape).
-
-    Example:
-        >>> UpstreamResponseError("not JSON", http_status=200).http_status
-        200
-    """
-
-    incident_class = IncidentClass.INVALID_RESPONSE
-
-
-class EmptyCompletionError(ArcanosError):
-    """The completion has no choices, or its content is empty.
-
-    Example:
-        >>> EmptyCompletionError("no choices").incident_class.value
-        'empty_completion'
-    """
-
-    incident_class = IncidentClass.EMPTY_COMPLETION
-
-
-class IncompleteCompletionError(ArcanosError):
-    """The model stopped at its output-token budget (``finish_reason == "length"`` / ``status == "incomplete"``).
-
-    Example:
-        >>> IncompleteCompletionError("length").incident_class.value
-        'incomplete_completion'
-    """
-
-    incident_class = IncidentClass.INCOMPLETE_COMPLETION
-
-
-class RefusalError(ArcanosError):
-    """The model refused to answer (or a content filter withheld the answer).
-
-    Attributes:
-        refusal: The refusal text the model gave, if any.
-
-    Example:
-        >>> RefusalError("refused", refusal="I can't help with that.").refusal
-        "I can't help with that."
-    """
-
-    incident_class = IncidentClass.REFUSAL
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        refusal: str | None = None,
-        request_id: str | None = None,
-        http_status: int | None = None,
-        attempts: int = 0,
-    ) -> None:
-        super().__init__(message, request_id=request_id, http_status=http_status, attempts=attempts)
-        self.refusal = refusal
-
-
-@dataclass(frozen=True)
-class Classification:
-    """What :func:`classify` learns from an exception.
-
-    Attributes:
-        incident_class: The incident class.
-        http_status: The upstream HTTP status, when a response was received.
-        request_id: The upstream ``x-request-id``, when a response was received.
-        attempts: HTTP attempts made (0 when unknown or none was made).
-    """
-
-    incident_class: IncidentClass
-    http_status: int | None = None
-    request_id: str | None = None
-    attempts: int = 0
-
-
-_STATUS_CLASSES: dict[int, IncidentClass] = {
-    400: IncidentClass.BAD_REQUEST,
-    401: IncidentClass.AUTHENTICATION,
-    403: IncidentClass.PERMISSION,
-    404: IncidentClass.NOT_FOUND,
-    408: IncidentClass.TIMEOUT,
-    409: IncidentClass.UPSTREAM_ERROR,
-    422: IncidentClass.BAD_REQUEST,
-    429: IncidentClass.RATE_LIMIT,
-}
-
-
-def _attempts_of(error: openai.APIError) -> int:
-    # The SDK stamps each attempt with its retry number; the request on the error is the last attempt.
-    try:
-        return int(error.request.headers.get("x-stainless-retry-count", "0")) + 1
-    except (ValueError, RuntimeError, AttributeError):
-        return 1
-
-
-def classify(error: BaseException) -> Classification:
-    """Classify any exception into an incident class, with the HTTP facts it carries.
-
-    Args:
-        error: An arcanos-flows exception, an OpenAI SDK exception, or anything else.
-
-    Returns:
-        The classification; ``unknown`` for exceptions nothing here knows.
-
-    Example:
-        >>> classify(ConfigurationError("Missing required environment variable: X")).incident_class.value
-        'configuration'
-        >>> classify(KeyError("x")).incident_class.value
-        'unknown'
-    """
-    if isinstance(error, ArcanosError):
-        return Classification(error.incident_class, error.http_status, error.request_id, error.attempts)
-    if isinstance(error, json.JSONDecodeError):
-        return Classification(IncidentClass.INVALID_RESPONSE)
-    # An SDK exception implies the SDK is loaded: classifying never pays for importing it (the CLI's fast path).
-    openai = sys.modules.get("openai")
-    if openai is None:
-        return Classification(IncidentClass.UNKNOWN)
-    if isinstance(error, openai.APITimeoutError):
-        return Classification(IncidentClass.TIMEOUT, attempts=_attempts_of(error))
-    if isinstance(error, openai.APIConnectionError):
-        return Classification(IncidentClass.CONNECTION, attempts=_attempts_of(error))
-    if isinstance(error, openai.WebSocketConnectionClosedError):
-        return Classification(IncidentClass.CONNECTION)
-    if isinstance(error, openai.APIStatusError):
-        status = error.status_code
-        if isinstance(error, openai.OAuthError):
-            # A failed token exchange is an authentication problem whatever status the token endpoint used.
-            incident_class = IncidentClass.AUTHENTICATION
-        elif status == 429 and "insufficient_quota" in (error.code, error.type):
-            incident_class = IncidentClass.QUOTA_EXHAUSTED
-        elif status >= 500:
-            incident_class = IncidentClass.UPSTREAM_ERROR
-        else:
-            incident_class = _STATUS_CLASSES.get(status, IncidentClass.UNKNOWN)
-        return Classification(incident_class, status, error.request_id, _attempts_of(error))
-    if isinstance(error, openai.APIResponseValidationError):
-        return Classification(
-            IncidentClass.INVALID_RESPONSE,
-            error.status_code,
-            error.response.headers.get("x-request-id"),
-            _attempts_of(error),
-        )
-    if isinstance(error, openai.LengthFinishReasonError):
-        return Classification(IncidentClass.INCOMPLETE_COMPLETION)
-    if isinstance(error, openai.ContentFilterFinishReasonError):
-        return Classification(IncidentClass.REFUSAL)
-    return Classification(IncidentClass.UNKNOWN)

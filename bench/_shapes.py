@@ -1,14 +1,15 @@
 """The requests a research run makes, for the sides of the bench that do not use arcanos-flows.
 
-The prompts are the research flow's own (:mod:`arcanos_flows.prompts`: plan, one investigation per question, a
-synthesis of all findings), so the raw SDK, the naive Prefect flow and the research flow send the same requests.
+The prompts are the research flow's own (:mod:`arcanos_flows.flows.research.prompts`: plan, one investigation per
+question, a synthesis of all findings), so the raw SDK, the naive Prefect flow
+and the research flow send the same requests.
 """
 
 from __future__ import annotations
 
 import uuid
 
-from arcanos_flows.prompts import investigation_messages, plan_messages, synthesis_messages
+from arcanos_flows.flows.research.prompts import investigation_messages, plan_messages, synthesis_messages
 
 __all__ = [
     "API_KEY",

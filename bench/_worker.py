@@ -59,8 +59,8 @@ def rss() -> dict[str, Any]:
 @command
 def features() -> dict[str, Any]:
     """Which issue-5 interfaces the installed arcanos-flows has (scenarios print n/a without them)."""
-    from arcanos_flows import research
-    from arcanos_flows.settings import ArcanosSettings
+    from arcanos_flows.core.settings import ArcanosSettings
+    from arcanos_flows.flows import research
 
     aliases = {str(field.validation_alias) for field in ArcanosSettings.model_fields.values()}
     parameters = inspect.signature(research.research_flow.fn).parameters
@@ -101,7 +101,7 @@ def _start() -> tuple[float, float]:
 @command
 def research(topic: str, n: int, par: int, cache: bool | None = None) -> dict[str, Any]:
     """One ``research_flow`` run with ``n`` given questions and ``max_parallel=par``, timed around the call."""
-    from arcanos_flows.research import ResearchStepsFailed, research_flow
+    from arcanos_flows.flows.research import ResearchStepsFailed, research_flow
 
     options: dict[str, Any] = {"questions": _shapes.questions(n), "audit": dict(_shapes.AUDIT), "max_parallel": par}
     if cache is not None:
@@ -137,7 +137,7 @@ def research_tagged_tasks(topic: str, n: int, par: int) -> dict[str, Any]:
     """
     from prefect import tags
 
-    from arcanos_flows.research import research_flow
+    from arcanos_flows.flows.research import research_flow
 
     options: dict[str, Any] = {"questions": _shapes.questions(n), "audit": dict(_shapes.AUDIT), "max_parallel": par}
     started_mono, started = _start()
@@ -288,8 +288,8 @@ def _task_cost_flow() -> Any:
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
 
-    from arcanos_flows.credentials import resolve_settings
-    from arcanos_flows.tasks import run_reasoning, shared_client
+    from arcanos_flows.prefect.credentials import resolve_settings
+    from arcanos_flows.prefect.tasks import run_reasoning, shared_client
 
     @task(name="bench-plain-reasoning", cache_policy=NO_CACHE, persist_result=False)
     def plain_reasoning(messages: list[dict[str, str]], metadata: dict[str, str], step: str) -> Any:

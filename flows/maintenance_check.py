@@ -1,10 +1,10 @@
 """Deployable entrypoint of the maintenance check (``flows/maintenance_check.py:maintenance_check_flow``).
 
-The flow lives in the package (:mod:`arcanos_flows.maintenance`) so workers that installed arcanos-flows have it.
+The flow lives in the package (:mod:`arcanos_flows.flows.maintenance`) so workers that installed arcanos-flows have it.
 Run ``python flows/maintenance_check.py`` for one check that prints the model's answer.
 """
 
-from arcanos_flows.maintenance import maintenance_check_flow
+from arcanos_flows.flows.maintenance import maintenance_check_flow
 
 __all__ = ["maintenance_check_flow"]
 

@@ -1,10 +1,10 @@
 """Deployable entrypoint of the research flow (``flows/research.py:research_flow`` in prefect.yaml).
 
-The flow lives in the package (:mod:`arcanos_flows.research`) so workers that installed arcanos-flows have it.
+The flow lives in the package (:mod:`arcanos_flows.flows.research`) so workers that installed arcanos-flows have it.
 Run ``python flows/research.py "a topic"`` for one ad-hoc run that prints the report.
 """
 
-from arcanos_flows.research import research_flow
+from arcanos_flows.flows.research import research_flow
 
 __all__ = ["research_flow"]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.settings import ArcanosSettings
+from arcanos_flows.core.settings import ArcanosSettings
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 from arcanos_flows.testing import FakeOpenAIServer, WebhookReceiver
 
 API_KEY = "sk-test-arcanos-0123456789abcdefSECRET"

@@ -10,18 +10,12 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-from arcanos_flows.artifacts import (
-    CHECK_KEY,
-    REPORT_KEY,
-    STEPS_COLUMNS,
-    STEPS_KEY,
-    check_markdown,
-    steps_table,
-)
-from arcanos_flows.errors import ModelEnforcementError
-from arcanos_flows.maintenance import maintenance_check_flow
-from arcanos_flows.research import ResearchReport, StepRecord, research_flow
-from arcanos_flows.results import ReasoningResult, Usage
+from arcanos_flows.core.errors import ModelEnforcementError
+from arcanos_flows.core.results import ReasoningResult, Usage
+from arcanos_flows.flows.maintenance import maintenance_check_flow
+from arcanos_flows.flows.research import ResearchReport, StepRecord, research_flow
+from arcanos_flows.flows.research.artifacts import REPORT_KEY, STEPS_COLUMNS, STEPS_KEY, steps_table
+from arcanos_flows.prefect.artifacts import CHECK_KEY, check_markdown
 from arcanos_flows.testing import FakeOpenAIServer, Reply
 from tests.conftest import API_KEY, MODEL
 

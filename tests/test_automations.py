@@ -16,7 +16,10 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.states import Completed, Crashed, Failed, Running
 
-from arcanos_flows.automations import (
+from arcanos_flows.core.errors import ConfigurationError, IncidentClass
+from arcanos_flows.flows.relay import incident_relay_flow, reported_incident_events
+from arcanos_flows.incidents.model import Incident
+from arcanos_flows.prefect.automations import (
     DEFAULT_RELAY_DEPLOYMENT,
     RELAY_AUTOMATION,
     ZOMBIE_AUTOMATION,
@@ -24,11 +27,8 @@ from arcanos_flows.automations import (
     uninstall_automations,
     zombie_automation,
 )
-from arcanos_flows.errors import ConfigurationError, IncidentClass
-from arcanos_flows.events import emit_incident_event
-from arcanos_flows.incidents import Incident
-from arcanos_flows.relay import incident_relay_flow, reported_incident_events
-from arcanos_flows.runs import incident_id_for
+from arcanos_flows.prefect.events import emit_incident_event
+from arcanos_flows.prefect.runs import incident_id_for
 from arcanos_flows.testing import WebhookReceiver
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -17,11 +17,11 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-from arcanos_flows.caching import KEY_PREFIX, REASONING_CACHE, reasoning_cache_key
-from arcanos_flows.credentials import ArcanosCredentials
-from arcanos_flows.research import ResearchStepsFailed, research_flow
-from arcanos_flows.results import Usage
-from arcanos_flows.tasks import DEFAULT_STEP_CACHE_EXPIRATION, run_reasoning, run_simple_prompt, with_cache
+from arcanos_flows.core.results import Usage
+from arcanos_flows.flows.research import ResearchStepsFailed, research_flow
+from arcanos_flows.prefect.caching import KEY_PREFIX, REASONING_CACHE, reasoning_cache_key
+from arcanos_flows.prefect.credentials import ArcanosCredentials
+from arcanos_flows.prefect.tasks import DEFAULT_STEP_CACHE_EXPIRATION, run_reasoning, run_simple_prompt, with_cache
 from arcanos_flows.testing import FakeOpenAIServer, Reply
 from tests.conftest import API_KEY, MODEL
 

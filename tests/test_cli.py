@@ -17,8 +17,8 @@ from urllib.parse import unquote
 import pytest
 
 from arcanos_flows._version import __version__
-from arcanos_flows.incidents import Incident
-from arcanos_flows.outbox import Outbox
+from arcanos_flows.incidents.model import Incident
+from arcanos_flows.incidents.outbox import Outbox
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 from tests.conftest import API_KEY, MODEL, WEBHOOK_SECRET
 

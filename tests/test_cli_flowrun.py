@@ -11,7 +11,7 @@ from prefect import flow, runtime, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from arcanos_flows._cli_flowrun import wait_until_recorded
+from arcanos_flows.cli._flowrun import wait_until_recorded
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -17,17 +17,17 @@ from prefect.client.schemas.objects import State
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from pydantic import SecretStr
 
-from arcanos_flows import hooks
-from arcanos_flows.credentials import (
+from arcanos_flows.core.errors import ConfigurationError
+from arcanos_flows.core.settings import ArcanosSettings
+from arcanos_flows.incidents.model import Incident
+from arcanos_flows.prefect import hooks
+from arcanos_flows.prefect.credentials import (
     CREDENTIALS_BLOCK_VARIABLE,
     ArcanosCredentials,
     load_notifier_settings,
     resolve_settings,
 )
-from arcanos_flows.errors import ConfigurationError
-from arcanos_flows.incidents import Incident
-from arcanos_flows.settings import ArcanosSettings
-from arcanos_flows.tasks import notify_maintenance, run_reasoning, with_retries
+from arcanos_flows.prefect.tasks import notify_maintenance, run_reasoning, with_retries
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

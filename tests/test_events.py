@@ -18,11 +18,11 @@ from prefect.events.schemas.events import ReceivedEvent
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Crashed
 
-from arcanos_flows.events import INCIDENT_EVENT_PREFIX, emit_incident_event
-from arcanos_flows.hooks import flow_on_crashed, flow_on_failure
-from arcanos_flows.incidents import Incident
-from arcanos_flows.settings import ArcanosSettings
-from arcanos_flows.tasks import run_reasoning, with_retries
+from arcanos_flows.core.settings import ArcanosSettings
+from arcanos_flows.incidents.model import Incident
+from arcanos_flows.prefect.events import INCIDENT_EVENT_PREFIX, emit_incident_event
+from arcanos_flows.prefect.hooks import flow_on_crashed, flow_on_failure
+from arcanos_flows.prefect.tasks import run_reasoning, with_retries
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

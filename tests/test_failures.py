@@ -26,8 +26,8 @@ from arcanos_flows import (
     RefusalError,
     UpstreamResponseError,
 )
-from arcanos_flows.incidents import Incident
-from arcanos_flows.messages import fingerprint
+from arcanos_flows.core.messages import fingerprint
+from arcanos_flows.incidents.model import Incident
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 
 MESSAGES = [

@@ -9,7 +9,7 @@ from prefect import tags, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from arcanos_flows.flow_decorator import ArcanosFlow, arcanos_flow
+from arcanos_flows.prefect.decorator import ArcanosFlow, arcanos_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -18,9 +18,9 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 
-from arcanos_flows.errors import InvalidReasoningInput, ModelEnforcementError
-from arcanos_flows.maintenance import CHECK_MESSAGES, maintenance_check_flow
-from arcanos_flows.research import (
+from arcanos_flows.core.errors import InvalidReasoningInput, ModelEnforcementError
+from arcanos_flows.flows.maintenance import CHECK_MESSAGES, maintenance_check_flow
+from arcanos_flows.flows.research import (
     MAX_PLANNED_QUESTIONS,
     ResearchReport,
     ResearchStepsFailed,

@@ -24,14 +24,14 @@ from prefect.settings import (
 )
 from prefect.states import Cancelled, Crashed, Failed
 
-from arcanos_flows import hooks
-from arcanos_flows.credentials import resolve_settings
-from arcanos_flows.hooks import flow_on_cancellation, flow_on_crashed, flow_on_failure, task_on_failure
-from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.results import ReasoningResult
-from arcanos_flows.runs import incident_id_for
-from arcanos_flows.settings import ArcanosSettings, NotifierSettings
-from arcanos_flows.tasks import notify_maintenance, run_reasoning, shared_client, with_retries
+from arcanos_flows.core.results import ReasoningResult
+from arcanos_flows.core.settings import ArcanosSettings, NotifierSettings
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
+from arcanos_flows.prefect import hooks
+from arcanos_flows.prefect.credentials import resolve_settings
+from arcanos_flows.prefect.hooks import flow_on_cancellation, flow_on_crashed, flow_on_failure, task_on_failure
+from arcanos_flows.prefect.runs import incident_id_for
+from arcanos_flows.prefect.tasks import notify_maintenance, run_reasoning, shared_client, with_retries
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -17,7 +17,7 @@ import pytest
 from conftest import API_KEY, MODEL, WEBHOOK_SECRET
 
 from arcanos_flows.client import ArcanosPythonClient
-from arcanos_flows.errors import (
+from arcanos_flows.core.errors import (
     TRANSIENT_CLASSES,
     ArcanosError,
     Classification,
@@ -31,10 +31,10 @@ from arcanos_flows.errors import (
     UpstreamResponseError,
     classify,
 )
-from arcanos_flows.incidents import INCIDENT_SCHEMA_VERSION, MAX_REASON_BYTES, Incident
-from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.redaction import REDACTED, register_secret
-from arcanos_flows.settings import ArcanosSettings
+from arcanos_flows.core.redaction import REDACTED, register_secret
+from arcanos_flows.core.settings import ArcanosSettings
+from arcanos_flows.incidents.model import INCIDENT_SCHEMA_VERSION, MAX_REASON_BYTES, Incident
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 
 DOCUMENTED_FIELDS = {
@@ -573,7 +573,7 @@ def test_classify_json_decode_error_is_invalid_response() -> None:
 
 def test_an_incident_never_exceeds_16_kib_and_keeps_what_finds_the_run() -> None:
     """Oversized context and metadata shrink (marked truncated); the run and step ids survive."""
-    from arcanos_flows.incidents import MAX_INCIDENT_BYTES
+    from arcanos_flows.incidents.model import MAX_INCIDENT_BYTES
 
     incident = Incident(
         incident_class=IncidentClass.UNKNOWN,

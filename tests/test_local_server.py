@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from arcanos_flows import local_server
-from arcanos_flows.local_server import ServerRecord
+from arcanos_flows.cli import local_server
+from arcanos_flows.cli.local_server import ServerRecord
 from arcanos_flows.testing import FakeOpenAIServer
 from tests.conftest import API_KEY, MODEL
 
@@ -302,7 +302,7 @@ def test_server_commands_do_not_import_prefect(tmp_path: Path, dead_pid: int) ->
     assert done.returncode == 1
     assert "is not running" in done.stdout
     modules = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line]
-    assert "arcanos_flows.local_server" in modules
+    assert "arcanos_flows.cli.local_server" in modules
     assert not [module for module in modules if module.split(".")[0] == "prefect"]
 
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from arcanos_flows.client import ArcanosPythonClient
-from arcanos_flows.errors import ArcanosError, InvalidReasoningInput, ModelEnforcementError
-from arcanos_flows.messages import ROLES, check_messages, check_options, fingerprint
-from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.settings import ArcanosSettings
+from arcanos_flows.core.errors import ArcanosError, InvalidReasoningInput, ModelEnforcementError
+from arcanos_flows.core.messages import ROLES, check_messages, check_options, fingerprint
+from arcanos_flows.core.settings import ArcanosSettings
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 from arcanos_flows.testing import FakeOpenAIServer, WebhookReceiver
 
 USER = {"role": "user", "content": "What changed in the last deploy?"}

@@ -11,10 +11,10 @@ import pytest
 from openapi_schemas import validate
 
 from arcanos_flows.client import ArcanosPythonClient
-from arcanos_flows.errors import InvalidReasoningInput
-from arcanos_flows.metadata import MAX_KEY_LENGTH, MAX_KEYS, MAX_VALUE_LENGTH, build_metadata
-from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.settings import ArcanosSettings
+from arcanos_flows.core.errors import InvalidReasoningInput
+from arcanos_flows.core.metadata import MAX_KEY_LENGTH, MAX_KEYS, MAX_VALUE_LENGTH, build_metadata
+from arcanos_flows.core.settings import ArcanosSettings
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 from arcanos_flows.testing import FakeOpenAIServer, WebhookReceiver
 
 MESSAGES = [{"role": "user", "content": "Report the audit trail."}]

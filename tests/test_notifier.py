@@ -23,9 +23,9 @@ import pytest
 from conftest import WEBHOOK_SECRET
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from arcanos_flows.incidents import Incident
-from arcanos_flows.notifier import FlushReport, MaintenanceNotifier
-from arcanos_flows.settings import NotifierSettings
+from arcanos_flows.core.settings import NotifierSettings
+from arcanos_flows.incidents.model import Incident
+from arcanos_flows.incidents.notifier import FlushReport, MaintenanceNotifier
 from arcanos_flows.testing import Delivery, WebhookReceiver
 
 SECRET_KEY_PART = WEBHOOK_SECRET.removeprefix("whsec_")
@@ -638,7 +638,7 @@ def test_threads_notifying_and_flushing_at_once_deliver_every_incident_exactly_o
 CHILD_NOTIFIER = r"""
 import json, sys, time
 from pathlib import Path
-from arcanos_flows.notifier import MaintenanceNotifier
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 
 tag, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 notifier = MaintenanceNotifier(backoff=0.01)
@@ -720,7 +720,7 @@ def test_two_processes_notifying_and_flushing_at_once_deliver_each_incident_exac
 
 
 CHILD_KILLED = r"""
-from arcanos_flows.notifier import MaintenanceNotifier
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 
 # A long backoff keeps the process between delivery attempts until it is killed.
 MaintenanceNotifier(backoff=60).notify(RuntimeError("killed while delivering"), step="doomed")

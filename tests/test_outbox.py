@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from arcanos_flows import outbox as outbox_module
-from arcanos_flows.incidents import Incident
-from arcanos_flows.outbox import Outbox
+from arcanos_flows.incidents import outbox as outbox_module
+from arcanos_flows.incidents.model import Incident
+from arcanos_flows.incidents.outbox import Outbox
 
 
 def make_incident(reason: str = "slow upstream") -> Incident:

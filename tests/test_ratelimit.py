@@ -11,11 +11,11 @@ import openai
 import pytest
 
 from arcanos_flows.client import ArcanosPythonClient
-from arcanos_flows.errors import ConfigurationError
-from arcanos_flows.ratelimit import RequestRateLimiter, shared_limiter
-from arcanos_flows.research import research_flow
-from arcanos_flows.settings import ArcanosSettings
-from arcanos_flows.tasks import shared_client
+from arcanos_flows.core.errors import ConfigurationError
+from arcanos_flows.core.ratelimit import RequestRateLimiter, shared_limiter
+from arcanos_flows.core.settings import ArcanosSettings
+from arcanos_flows.flows.research import research_flow
+from arcanos_flows.prefect.tasks import shared_client
 from arcanos_flows.testing import FakeOpenAIServer, RecordedRequest, Reply
 from tests.conftest import API_KEY, MODEL
 

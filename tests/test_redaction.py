@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from arcanos_flows.redaction import REDACTED, mask, redact, redact_data, register_secret
+from arcanos_flows.core.redaction import REDACTED, mask, redact, redact_data, register_secret
 
 
 def unique(prefix: str = "pw-") -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arcanos_flows.prompts import (
+from arcanos_flows.flows.research.prompts import (
     PLAN_EXCERPT_BUDGET,
     PLAN_LISTING_BUDGET,
     SYNTHESIS_FINDINGS_BUDGET,

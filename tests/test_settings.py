@@ -10,8 +10,8 @@ import pytest
 from conftest import API_KEY, MODEL, WEBHOOK_SECRET
 
 from arcanos_flows.client import ArcanosPythonClient
-from arcanos_flows.errors import ArcanosError, ConfigurationError, IncidentClass
-from arcanos_flows.settings import ArcanosSettings, NotifierSettings, default_incident_spool
+from arcanos_flows.core.errors import ArcanosError, ConfigurationError, IncidentClass
+from arcanos_flows.core.settings import ArcanosSettings, NotifierSettings, default_incident_spool
 from arcanos_flows.testing import WebhookReceiver
 
 # Not shaped like `sk-...`, so only the registered-secret machinery (not a pattern) could hide it.

@@ -21,14 +21,14 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.flow_engine import run_flow_sync
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-from arcanos_flows.credentials import resolve_settings
-from arcanos_flows.errors import InvalidReasoningInput
-from arcanos_flows.incidents import Incident
-from arcanos_flows.metadata import MAX_KEYS
-from arcanos_flows.results import ReasoningResult
-from arcanos_flows.runs import incident_id_for, request_identity
-from arcanos_flows.settings import ArcanosSettings
-from arcanos_flows.tasks import (
+from arcanos_flows.core.errors import InvalidReasoningInput
+from arcanos_flows.core.metadata import MAX_KEYS
+from arcanos_flows.core.results import ReasoningResult
+from arcanos_flows.core.settings import ArcanosSettings
+from arcanos_flows.incidents.model import Incident
+from arcanos_flows.prefect.credentials import resolve_settings
+from arcanos_flows.prefect.runs import incident_id_for, request_identity
+from arcanos_flows.prefect.tasks import (
     DEFAULT_TASK_RETRIES,
     notify_maintenance,
     retry_transient_failures,

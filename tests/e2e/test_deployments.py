@@ -14,8 +14,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import StateType
 
-from arcanos_flows.relay import reported_incident_events
-from arcanos_flows.runs import incident_id_for
+from arcanos_flows.flows.relay import reported_incident_events
+from arcanos_flows.prefect.runs import incident_id_for
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 from tests.e2e.conftest import Deployed, Process, processes_of_flow_run, queue_run, wait_until, worker_argv
 

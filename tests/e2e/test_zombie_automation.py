@@ -18,8 +18,8 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.client.schemas.objects import StateType
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-from arcanos_flows.automations import install_automations, uninstall_automations
-from arcanos_flows.runs import incident_id_for
+from arcanos_flows.prefect.automations import install_automations, uninstall_automations
+from arcanos_flows.prefect.runs import incident_id_for
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 from tests.e2e.conftest import Deployed, Process, wait_until, worker_argv
 
@@ -30,7 +30,7 @@ HEARTBEAT_SECONDS = 30
 GRACE = timedelta(seconds=35)
 
 FLOW_SCRIPT = """
-from arcanos_flows.research import research_flow
+from arcanos_flows.flows.research import research_flow
 
 research_flow("A run nobody watches", questions=["Is anyone there?"], audit={"ticket": "OPS-9"})
 """

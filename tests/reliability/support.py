@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from arcanos_flows import redaction
+from arcanos_flows.core import redaction
 from arcanos_flows.testing import Delivery
 
 

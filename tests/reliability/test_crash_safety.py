@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 from conftest import WEBHOOK_SECRET
 
-from arcanos_flows.incidents import Incident
-from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.settings import NotifierSettings
+from arcanos_flows.core.settings import NotifierSettings
+from arcanos_flows.incidents.model import Incident
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 from arcanos_flows.testing import WebhookReceiver
 from reliability.support import spooled, wait_until, webhook_ids
 
@@ -99,7 +99,7 @@ def parse_spool(spool: Path) -> dict[str, Incident]:
 
 NEXT_PROCESS = r"""
 import json
-from arcanos_flows.notifier import MaintenanceNotifier
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 report = MaintenanceNotifier(backoff=0.01).flush()
 print(json.dumps({"delivered": report.delivered, "remaining": report.remaining}))
 """
@@ -108,7 +108,7 @@ print(json.dumps({"delivered": report.delivered, "remaining": report.remaining})
 # --- killed in the middle of a POST -------------------------------------------------------------------
 
 CHILD_ONE_INCIDENT = r"""
-from arcanos_flows.notifier import MaintenanceNotifier
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 
 incident = MaintenanceNotifier(backoff=0.01).notify(RuntimeError("killed mid-request"), step="doomed")
 print("notify returned", incident.incident_id, flush=True)
@@ -164,7 +164,7 @@ def test_a_process_killed_mid_request_leaves_its_incident_for_the_next_process(
 
 CHILD_LOOP = r"""
 import sys
-from arcanos_flows.notifier import MaintenanceNotifier
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 
 from pathlib import Path
 
@@ -249,7 +249,7 @@ def test_processes_killed_at_random_moments_never_corrupt_the_spool_and_lose_not
 CHILD_CONCURRENT = r"""
 import json, sys, threading, time
 from pathlib import Path
-from arcanos_flows.notifier import MaintenanceNotifier
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 
 tag, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 ids, lock, done = [], threading.Lock(), threading.Event()

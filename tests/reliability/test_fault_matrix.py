@@ -31,21 +31,21 @@ from prefect import flow
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-from arcanos_flows import hooks
 from arcanos_flows.client import ArcanosPythonClient
-from arcanos_flows.credentials import resolve_settings
-from arcanos_flows.errors import (
+from arcanos_flows.core.errors import (
     EmptyCompletionError,
     IncompleteCompletionError,
     ModelEnforcementError,
     RefusalError,
     UpstreamResponseError,
 )
-from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.research import ResearchReport, ResearchStepsFailed, research_flow
-from arcanos_flows.results import ReasoningResult
-from arcanos_flows.runs import incident_id_for
-from arcanos_flows.tasks import run_reasoning, with_retries
+from arcanos_flows.core.results import ReasoningResult
+from arcanos_flows.flows.research import ResearchReport, ResearchStepsFailed, research_flow
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
+from arcanos_flows.prefect import hooks
+from arcanos_flows.prefect.credentials import resolve_settings
+from arcanos_flows.prefect.runs import incident_id_for
+from arcanos_flows.prefect.tasks import run_reasoning, with_retries
 from arcanos_flows.testing import Delivery, FakeOpenAIServer, RecordedRequest, Reply, WebhookReceiver
 from reliability.faults import (
     PLAN,

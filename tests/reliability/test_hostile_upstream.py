@@ -22,12 +22,12 @@ import pytest
 from conftest import MODEL
 
 from arcanos_flows.client import ArcanosPythonClient
-from arcanos_flows.errors import UpstreamResponseError
-from arcanos_flows.incidents import attached_incident
-from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.settings import ArcanosSettings
+from arcanos_flows.core.errors import UpstreamResponseError
+from arcanos_flows.core.settings import ArcanosSettings
+from arcanos_flows.core.upstream import MAX_BODY_BYTES
+from arcanos_flows.incidents.model import attached_incident
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
-from arcanos_flows.upstream import MAX_BODY_BYTES
 
 MiB = 1024 * 1024
 MAX_INCIDENT_BYTES = 16 * 1024

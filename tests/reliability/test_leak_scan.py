@@ -63,13 +63,13 @@ from prefect.settings import (
 )
 from prefect.states import State
 
-from arcanos_flows.credentials import CREDENTIALS_BLOCK_VARIABLE, ArcanosCredentials
-from arcanos_flows.flow_decorator import arcanos_flow
-from arcanos_flows.maintenance import maintenance_check_flow
-from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.research import ResearchStepsFailed, research_flow
-from arcanos_flows.settings import NotifierSettings
-from arcanos_flows.tasks import notify_maintenance, run_reasoning
+from arcanos_flows.core.settings import NotifierSettings
+from arcanos_flows.flows.maintenance import maintenance_check_flow
+from arcanos_flows.flows.research import ResearchStepsFailed, research_flow
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
+from arcanos_flows.prefect.credentials import CREDENTIALS_BLOCK_VARIABLE, ArcanosCredentials
+from arcanos_flows.prefect.decorator import arcanos_flow
+from arcanos_flows.prefect.tasks import notify_maintenance, run_reasoning
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 from reliability.leakscan import (
     Haystack,
@@ -202,7 +202,7 @@ def unhooked_user_flow() -> None:
 # Run in fresh processes, as a worker runs them: nothing there has loaded the block's secrets before reporting.
 FRESH_USER_FLOW = """
 import os
-from arcanos_flows.flow_decorator import arcanos_flow
+from arcanos_flows.prefect.decorator import arcanos_flow
 
 @arcanos_flow(name="leakscan-user-code-fresh")
 def user_code() -> None:
@@ -210,7 +210,7 @@ def user_code() -> None:
 
 print("flow run", user_code(return_state=True).state_details.flow_run_id)
 """
-RELAY = "import sys; from arcanos_flows.relay import incident_relay_flow; incident_relay_flow(sys.argv[1])"
+RELAY = "import sys; from arcanos_flows.flows.relay import incident_relay_flow; incident_relay_flow(sys.argv[1])"
 
 
 def cli(*args: str) -> list[str]:

@@ -34,9 +34,9 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from arcanos_flows.client import ArcanosPythonClient
-from arcanos_flows.errors import ConfigurationError, InvalidReasoningInput
-from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.settings import ArcanosSettings
+from arcanos_flows.core.errors import ConfigurationError, InvalidReasoningInput
+from arcanos_flows.core.settings import ArcanosSettings
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 from arcanos_flows.testing import FakeOpenAIServer
 from reliability.support import environment, secrets_registry
 

@@ -18,7 +18,7 @@ from prefect import flow
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from arcanos_flows import ArcanosPythonClient, ArcanosSettings
-from arcanos_flows.tasks import run_reasoning
+from arcanos_flows.prefect.tasks import run_reasoning
 from arcanos_flows.testing import FakeOpenAIServer, Reply
 from tests.conftest import API_KEY
 
@@ -54,7 +54,9 @@ def test_a_raised_sdk_exception_pickles_without_the_key(
 
     blob = pickle.dumps(raised.value)
     assert API_KEY.encode() not in blob
-    assert raised.value.request.headers["authorization"] == "[REDACTED]"
+    # openai 3.63 no longer leaves the Authorization header on the request it attaches; older releases do, and
+    # then it must be the redacted copy.
+    assert raised.value.request.headers.get("authorization", "[REDACTED]") == "[REDACTED]"
     assert raised.value.response.status_code == reply.status
     assert raised.value.response.headers["x-request-id"] == raised.value.request_id
 

@@ -31,9 +31,9 @@ from conftest import MODEL, WEBHOOK_SECRET
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from arcanos_flows.client import ArcanosPythonClient
-from arcanos_flows.errors import ConfigurationError, InvalidReasoningInput
-from arcanos_flows.notifier import MaintenanceNotifier
-from arcanos_flows.settings import ArcanosSettings, NotifierSettings
+from arcanos_flows.core.errors import ConfigurationError, InvalidReasoningInput
+from arcanos_flows.core.settings import ArcanosSettings, NotifierSettings
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 from reliability.support import secrets_registry, spooled
 

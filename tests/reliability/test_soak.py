@@ -28,7 +28,7 @@ import pytest
 from prefect.client.schemas.objects import TaskRun
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-from arcanos_flows.research import ResearchReport, ResearchStepsFailed, research_flow
+from arcanos_flows.flows.research import ResearchReport, ResearchStepsFailed, research_flow
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
 from reliability.faults import INVESTIGATE, flow_task_runs, prompt_starts_with, question_of
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from conftest import WEBHOOK_SECRET
 
-from arcanos_flows.incidents import Incident
-from arcanos_flows.notifier import FlushReport, MaintenanceNotifier
-from arcanos_flows.settings import NotifierSettings
+from arcanos_flows.core.settings import NotifierSettings
+from arcanos_flows.incidents.model import Incident
+from arcanos_flows.incidents.notifier import FlushReport, MaintenanceNotifier
 from arcanos_flows.testing import Delivery, WebhookReceiver
 from reliability.support import spooled, webhook_ids
 

@@ -1,0 +1,81 @@
+"""``arcanos-flows run``: run a flow now, in this process, and show its progress."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from arcanos_flows.cli._shared import (
+    JsonOption,
+    MetaOption,
+    connect_prefect,
+    console,
+    err_console,
+    load_settings,
+    parse_meta,
+    prepare_prefect,
+)
+
+__all__ = ["run_app", "run_research"]
+
+run_app = typer.Typer(help="Run a flow now, in this process, and show its progress.", no_args_is_help=True)
+
+
+@run_app.command("research")
+def run_research(
+    topic: Annotated[str, typer.Option("--topic", "-t", help="What to research.")],
+    question: Annotated[
+        list[str] | None,
+        typer.Option("--question", "-q", metavar="QUESTION", help="A question to investigate in parallel; repeatable."),
+    ] = None,
+    meta: MetaOption = None,
+    confirmation_token: Annotated[
+        str | None,
+        typer.Option("--confirmation-token", help="Added to the metadata of every request of the run."),
+    ] = None,
+    max_parallel: Annotated[
+        int, typer.Option("--max-parallel", min=1, max=32, help="Investigation steps in flight at once.")
+    ] = 4,
+    as_json: JsonOption = False,
+    show_logs: Annotated[
+        bool, typer.Option("--show-logs", help="Also print Prefect's own run logs on stderr.")
+    ] = False,
+) -> None:
+    """Run the research flow now (plan, parallel investigations, synthesis) and print its report.
+
+    Uses PREFECT_API_URL when set, else the server of `arcanos-flows server start` when it is running, else a
+    temporary local server for this run alone. Exit code 0 when the run completed, 1 when it failed, 2 on
+    configuration errors.
+    """
+    prepare_prefect()
+    audit = parse_meta(meta)
+    reserved = [key for key in audit if key.startswith("prefect.")]
+    if reserved:
+        raise typer.BadParameter(
+            f"key {reserved[0]!r} is reserved: arcanos-flows sets the prefect.* keys", param_hint="'--meta'"
+        )
+    if not topic.strip():
+        raise typer.BadParameter("the topic must not be blank", param_hint="'--topic'")
+    if question is not None and any(not item.strip() for item in question):
+        raise typer.BadParameter("questions must not be blank", param_hint="'--question'")
+    load_settings()  # fail fast (exit 2) before Prefect starts
+    connect_prefect("Running arcanos-research")
+    from arcanos_flows.cli import _flowrun as _cli_flowrun
+    from arcanos_flows.cli import _render as _cli_render
+
+    outcome = _cli_flowrun.run_research(
+        err_console,
+        topic=topic,
+        questions=question or None,
+        audit=audit or None,
+        confirmation_token=confirmation_token,
+        max_parallel=max_parallel,
+        show_logs=show_logs,
+        live=not as_json,
+    )
+    if as_json:
+        typer.echo(_cli_render.outcome_json(outcome))
+    else:
+        _cli_render.print_outcome(console, outcome, errors=err_console)
+    raise typer.Exit(outcome.exit_code)

@@ -1,0 +1,314 @@
+"""Configuration from the environment and a ``.env`` file shared with the Node.js backend.
+
+The environment wins over ``.env``; ``ARCANOS_ENV_FILE`` names another file. Every problem becomes a
+:class:`~arcanos_flows.errors.ConfigurationError` naming the variable, raised before any network call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import SplitResult, urlsplit
+
+import httpx2
+import requests
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from arcanos_flows.core.errors import ConfigurationError
+from arcanos_flows.core.redaction import redact, register_secret
+
+__all__ = ["ArcanosSettings", "NotifierSettings", "default_incident_spool"]
+
+ENV_FILE_VARIABLE = "ARCANOS_ENV_FILE"
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,255}")
+_WEBHOOK_SECRET = re.compile(r"whsec_([A-Za-z0-9+/]+={0,2})")
+_MIN_SECRET_BYTES = 16
+# What an HTTP header can carry as a bearer token: visible ASCII, no spaces or line breaks.
+_API_KEY = re.compile(r"[\x21-\x7e]+")
+# Characters no URL may contain raw; parsers disagree about them (urllib strips tabs, httpx refuses them).
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def default_incident_spool() -> Path:
+    """The per-user folder where undelivered incidents wait: ``$XDG_STATE_HOME/arcanos-flows/incidents``.
+
+    Example:
+        >>> default_incident_spool().name
+        'incidents'
+    """
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "arcanos-flows" / "incidents"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _valid_port(parts: SplitResult) -> bool:
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError:
+        return False
+    return True
+
+
+def _check_url_characters(url: str) -> None:
+    if _URL_FORBIDDEN.search(url):
+        raise ValueError("must not contain spaces, control characters or backslashes")
+
+
+def _env_file_from_environment() -> Path:
+    named = os.environ.get(ENV_FILE_VARIABLE)
+    if not named:
+        return Path(".env")
+    path = Path(named).expanduser()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ConfigurationError(
+            f"{ENV_FILE_VARIABLE}: {named} is not a readable file (fix the path, or unset {ENV_FILE_VARIABLE} "
+            "to read .env from the working directory)"
+        )
+    return path
+
+
+def _variable_names(settings_class: type[BaseSettings]) -> dict[str, str]:
+    # Errors name the environment variable even when the value came in as a keyword argument.
+    return {
+        name: field.validation_alias
+        for name, field in settings_class.model_fields.items()
+        if isinstance(field.validation_alias, str)
+    }
+
+
+def _describe(error: ValidationError, variables: dict[str, str]) -> str:
+    missing: list[str] = []
+    invalid: list[str] = []
+    for detail in error.errors(include_input=False, include_url=False):
+        variable = str(detail["loc"][0]) if detail["loc"] else "settings"
+        variable = variables.get(variable, variable)
+        if detail["type"] == "missing":
+            missing.append(variable)
+        else:
+            message = detail["msg"].removeprefix("Value error, ")
+            invalid.append(f"{variable}: {message}")
+    parts: list[str] = []
+    if missing:
+        noun = "variable" if len(missing) == 1 else "variables"
+        where = "it" if len(missing) == 1 else "them"
+        parts.append(
+            f"Missing required environment {noun}: {', '.join(missing)} (set {where} in the environment or in .env)"
+        )
+    parts.extend(invalid)
+    # Messages never quote inputs, but a validator may echo part of a value (the model id): scrub keys.
+    return redact("; ".join(parts))
+
+
+def _register(value: SecretStr) -> None:
+    # Called from the secrets' own validators too, so that a later field's error message (which may
+    # echo its value, e.g. a key pasted into the model variable) is already redacted.
+    secret = value.get_secret_value()
+    register_secret(secret)
+    if secret.startswith("whsec_"):
+        # The signing key is the base64 part; a library error might show it without the prefix.
+        register_secret(secret.removeprefix("whsec_").rstrip("="))
+
+
+class NotifierSettings(BaseSettings):
+    """What :class:`~arcanos_flows.incidents.notifier.MaintenanceNotifier` needs: webhook, signing secret, spool.
+
+    No API key or model is required, so a notifier works in any process.
+
+    Example:
+        >>> settings = NotifierSettings(maintenance_webhook=None, _env_file=None)
+        >>> settings.maintenance_webhook is None
+        True
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    allow_insecure_webhook: bool = Field(False, validation_alias="ARCANOS_ALLOW_INSECURE_WEBHOOK")
+    maintenance_webhook: str | None = Field(None, validation_alias="ARCANOS_MAINTENANCE_WEBHOOK")
+    webhook_secret: SecretStr | None = Field(None, validation_alias="ARCANOS_WEBHOOK_SECRET")
+    webhook_timeout: float = Field(10.0, gt=0, le=120, validation_alias="ARCANOS_WEBHOOK_TIMEOUT")
+    incident_spool: Path = Field(default_factory=default_incident_spool, validation_alias="ARCANOS_INCIDENT_SPOOL")
+
+    def __init__(self, **values: Any) -> None:
+        if "_env_file" not in values:
+            values["_env_file"] = _env_file_from_environment()
+        problem: str | None = None
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            problem = _describe(exc, _variable_names(type(self)))
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = f"could not read {values['_env_file']}: {type(exc).__name__} (is it a text .env file?)"
+        if problem is not None:
+            # Raised outside the `except`: pydantic's own message quotes the input, which may be a secret,
+            # so the ValidationError must not even ride along as __context__.
+            raise ConfigurationError(problem) from None
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Register the secrets so that no log line or incident can show them."""
+        for field in type(self).model_fields:
+            value = getattr(self, field)
+            if isinstance(value, SecretStr):
+                _register(value)
+
+    @field_validator("maintenance_webhook")
+    @classmethod
+    def _check_webhook(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            return None
+        _check_url_characters(url)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or not _valid_port(parts):
+            raise ValueError("must be an https:// URL with a host")
+        if parts.username or parts.password or "@" in parts.netloc:
+            raise ValueError("must not carry credentials in the URL; sign deliveries with ARCANOS_WEBHOOK_SECRET")
+        # The policy below must judge the host `requests` will really connect to, not another parser's idea.
+        try:
+            prepared = requests.PreparedRequest()
+            prepared.prepare_url(url, None)
+        except (requests.RequestException, ValueError, UnicodeError):
+            raise ValueError("is not a URL that can be posted to (check the host name)") from None
+        parts = urlsplit(prepared.url or "")
+        if not parts.hostname:
+            raise ValueError("must be an https:// URL with a host")
+        insecure_allowed = info.data.get("allow_insecure_webhook", False)
+        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not insecure_allowed:
+            raise ValueError(
+                "plain http:// is only allowed to loopback hosts; use https:// or set ARCANOS_ALLOW_INSECURE_WEBHOOK=1"
+            )
+        return url
+
+    @field_validator("incident_spool")
+    @classmethod
+    def _check_spool(cls, spool: Path) -> Path:
+        try:
+            spool.expanduser()  # the notifier expands it; check here that it can
+        except RuntimeError:
+            # "~someone/..." for an unknown user: fail here, naming the variable, not in the notifier.
+            raise ValueError("starts with ~ but names no known home directory; give an absolute path") from None
+        return spool
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None:
+            return None
+        match = _WEBHOOK_SECRET.fullmatch(secret.get_secret_value())
+        try:
+            key = base64.b64decode(match.group(1) + "==") if match else b""
+        except binascii.Error:
+            key = b""
+        if len(key) < _MIN_SECRET_BYTES:
+            raise ValueError(
+                f"must be a Standard Webhooks secret: 'whsec_' followed by base64 of at least "
+                f"{_MIN_SECRET_BYTES} random bytes"
+            )
+        _register(secret)
+        return secret
+
+
+class ArcanosSettings(NotifierSettings):
+    """Everything the reasoning client needs, plus the notifier settings it reports through.
+
+    Attributes:
+        openai_api_key: ``OPENAI_API_KEY`` (required, a secret).
+        fine_tuned_model: ``ARCANOS_FINE_TUNED_MODEL`` (required): the one model every request uses.
+        openai_base_url: ``OPENAI_BASE_URL``: an OpenAI-compatible endpoint.
+        openai_api: ``ARCANOS_OPENAI_API``: ``chat`` (Chat Completions) or ``responses``.
+        confirmation_token: ``ARCANOS_CONFIRMATION_TOKEN``: added to every request's metadata.
+        store: ``ARCANOS_STORE``: send metadata with ``store=true`` (default) or keep it local.
+        request_timeout: ``ARCANOS_REQUEST_TIMEOUT``: seconds per HTTP attempt.
+        max_retries: ``ARCANOS_MAX_RETRIES``: SDK retries after the first attempt (plain client only).
+        task_retries: ``ARCANOS_TASK_RETRIES``: Prefect retries of a reasoning step on transient failures.
+        task_retry_delay: ``ARCANOS_TASK_RETRY_DELAY``: first Prefect retry delay in seconds (doubles each time).
+        incident_include_prompt: ``ARCANOS_INCIDENT_INCLUDE_PROMPT``: opt in to incidents carrying the
+            failed call's messages (redacted, the most recent first, at most 4 KiB) in ``context.messages``.
+        requests_per_minute: ``ARCANOS_REQUESTS_PER_MINUTE``: space this process's requests to the endpoint to
+            at most this many per minute (:mod:`arcanos_flows.core.ratelimit`); unset or ``0``: no limit.
+        step_cache_expiration: ``ARCANOS_STEP_CACHE_EXPIRATION``: seconds a cached reasoning step stays valid,
+            when caching is turned on (:mod:`arcanos_flows.prefect.caching`).
+
+    Example:
+        >>> settings = ArcanosSettings(
+        ...     openai_api_key="sk-example-key",
+        ...     fine_tuned_model="ft:gpt-5.1:arcanos::abc123",
+        ...     _env_file=None,
+        ... )
+        >>> settings.openai_api
+        'chat'
+    """
+
+    openai_api_key: SecretStr = Field(validation_alias="OPENAI_API_KEY")
+    fine_tuned_model: str = Field(validation_alias="ARCANOS_FINE_TUNED_MODEL")
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    openai_api: Literal["chat", "responses"] = Field("chat", validation_alias="ARCANOS_OPENAI_API")
+    confirmation_token: str | None = Field(None, max_length=512, validation_alias="ARCANOS_CONFIRMATION_TOKEN")
+    store: bool = Field(True, validation_alias="ARCANOS_STORE")
+    request_timeout: float = Field(120.0, gt=0, le=3600, validation_alias="ARCANOS_REQUEST_TIMEOUT")
+    max_retries: int = Field(2, ge=0, le=10, validation_alias="ARCANOS_MAX_RETRIES")
+    task_retries: int = Field(3, ge=0, le=10, validation_alias="ARCANOS_TASK_RETRIES")
+    task_retry_delay: float = Field(2.0, ge=0, le=600, validation_alias="ARCANOS_TASK_RETRY_DELAY")
+    incident_include_prompt: bool = Field(False, validation_alias="ARCANOS_INCIDENT_INCLUDE_PROMPT")
+    requests_per_minute: int | None = Field(None, ge=0, le=10_000_000, validation_alias="ARCANOS_REQUESTS_PER_MINUTE")
+    step_cache_expiration: float = Field(
+        86_400.0, gt=0, le=366 * 86_400, validation_alias="ARCANOS_STEP_CACHE_EXPIRATION"
+    )
+
+    @field_validator("openai_api_key")
+    @classmethod
+    def _check_api_key(cls, key: SecretStr) -> SecretStr:
+        # Never echo the value: only say what is wrong with it.
+        if not _API_KEY.fullmatch(key.get_secret_value()):
+            raise ValueError(
+                "must be printable ASCII without spaces or line breaks (look for a trailing newline, "
+                "surrounding spaces or a non-ASCII character pasted in)"
+            )
+        _register(key)
+        return key
+
+    @field_validator("requests_per_minute")
+    @classmethod
+    def _zero_is_off(cls, per_minute: int | None) -> int | None:
+        # 0 turns the limit off, also over a value in .env (an empty variable would fall back to .env).
+        return per_minute or None
+
+    @field_validator("fine_tuned_model")
+    @classmethod
+    def _check_model(cls, model: str) -> str:
+        if not _MODEL_ID.fullmatch(model):
+            raise ValueError(f"{model[:80]!r} is not a model id (letters, digits and . _ : - / only, no spaces)")
+        return model
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _check_base_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        _check_url_characters(url)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or not _valid_port(parts):
+            raise ValueError("must be an http(s):// URL with a host, e.g. https://api.openai.com/v1")
+        try:
+            httpx2.URL(url)  # the parser the OpenAI SDK uses; fail here, not at the first request
+        except (httpx2.InvalidURL, ValueError, UnicodeError):
+            raise ValueError("is not a valid URL (check the host name and port)") from None
+        return url.rstrip("/")

@@ -1,0 +1,288 @@
+"""The research flow: a plan, parallel investigations on a bounded thread pool, and a synthesis.
+
+Every OpenAI request of a run carries the flow's ``audit`` parameter, its ``confirmation_token`` and the Prefect
+identity of the run (``prefect.flow_run_id``, ``prefect.task_run_id``, ``prefect.flow``, ``prefect.deployment``).
+A failed step is reported once, by the task hook, after its last retry; the flow then fails without a second
+incident. Each run publishes a markdown report and a table of its steps as Prefect artifacts
+(:mod:`arcanos_flows.flows.research.artifacts`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar
+
+from prefect import Task, unmapped
+from prefect.context import FlowRunContext
+from prefect.futures import wait
+from prefect.logging import get_run_logger
+from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from arcanos_flows.core.errors import InvalidReasoningInput, classify
+from arcanos_flows.core.redaction import redact
+from arcanos_flows.core.results import ReasoningResult, Usage
+from arcanos_flows.flows.research.artifacts import publish_research_artifacts
+from arcanos_flows.flows.research.inputs import (
+    check_metadata_fits,
+    parse_questions,
+    request_metadata,
+    validate_parameters,
+)
+from arcanos_flows.flows.research.prompts import (
+    investigation_messages,
+    plan_messages,
+    synthesis_messages,
+)
+from arcanos_flows.flows.research.report import ResearchReport, ResearchStepsFailed, StepRecord
+from arcanos_flows.incidents.model import attached_incident
+from arcanos_flows.prefect.credentials import resolve_settings
+from arcanos_flows.prefect.decorator import arcanos_flow
+from arcanos_flows.prefect.runs import incident_id_for
+from arcanos_flows.prefect.tasks import run_reasoning, with_cache, with_retries
+
+__all__ = ["research_flow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_ERROR_TEXT_LIMIT = 500
+
+
+def _completed(
+    step: str, question: str | None, result: ReasoningResult, task_run_id: Any, state: State | None = None
+) -> StepRecord:
+    if state is not None and state.name == "Cached":
+        # Answered from the step cache: no request was made and nothing was spent in this run.
+        return StepRecord(
+            step=step,
+            question=question,
+            status="cached",
+            content=result.content,
+            model=result.model,
+            request_id=result.request_id,
+            attempts=0,
+            task_run_id=str(task_run_id) if task_run_id else None,
+        )
+    return StepRecord(
+        step=step,
+        question=question,
+        status="completed",
+        content=result.content,
+        model=result.model,
+        usage=result.usage,
+        latency_ms=result.latency_ms,
+        request_id=result.request_id,
+        attempts=result.attempts,
+        task_run_id=str(task_run_id) if task_run_id else None,
+    )
+
+
+def _failed(
+    step: str, question: str | None, state: State, error: BaseException, task_run_id: Any, flow_run_id: str | None
+) -> StepRecord:
+    incident = attached_incident(error)
+    facts = classify(error)
+    incident_class = incident.incident_class if incident is not None else facts.incident_class
+    return StepRecord(
+        step=step,
+        question=question,
+        status="failed",
+        request_id=facts.request_id,
+        attempts=(incident.attempts if incident is not None else None) or facts.attempts or None,
+        error_class=incident_class.value,
+        error=redact(f"{type(error).__name__}: {error}")[:_ERROR_TEXT_LIMIT],
+        # The task hook reported a Failed step under this id; a Crashed one gets no hook (the flow's reports it).
+        incident_id=(
+            str(incident_id_for(flow_run_id, task_run_id, incident_class.value))
+            if task_run_id and state.is_failed()
+            else None
+        ),
+        task_run_id=str(task_run_id) if task_run_id else None,
+    )
+
+
+def _error_of(state: State) -> BaseException:
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException):
+        return outcome
+    return RuntimeError(state.message or f"step ended in state {state.name}")
+
+
+def _run_step(
+    step_task: Task[..., ReasoningResult],
+    step: str,
+    messages: list[dict[str, str]],
+    metadata: dict[str, Any],
+    flow_run_id: str | None,
+) -> tuple[StepRecord, BaseException | None]:
+    state = step_task(messages, metadata, step, return_state=True)
+    task_run_id = state.state_details.task_run_id
+    if state.is_completed():
+        return _completed(step, None, state.result(), task_run_id, state), None
+    error = _error_of(state)
+    return _failed(step, None, state, error, task_run_id, flow_run_id), error
+
+
+def _investigate(
+    step_task: Task[..., ReasoningResult],
+    topic: str,
+    plan: str,
+    questions: list[str],
+    metadata: dict[str, Any],
+    max_parallel: int,
+) -> tuple[list[StepRecord], list[BaseException]]:
+    # A task runner of this run's size, so at most `max_parallel` investigations run at once whatever the flow's
+    # own task runner is (`Task.map` would use the flow's). Every future is resolved inside the block: leaving it
+    # cancels what has not started, and a failed future never resolved would leave the flow Completed.
+    with ThreadPoolTaskRunner(max_workers=max_parallel) as runner:
+        futures = runner.map(
+            step_task,
+            {
+                "messages": [investigation_messages(topic, plan, question) for question in questions],
+                "metadata": unmapped(metadata),
+                "step": [f"investigate-{number}" for number in range(1, len(questions) + 1)],
+            },
+        )
+        wait(list(futures))
+    flow_context = FlowRunContext.get()
+    flow_run_id = str(flow_context.flow_run.id) if flow_context and flow_context.flow_run else None
+    records: list[StepRecord] = []
+    errors: list[BaseException] = []
+    for number, (question, future) in enumerate(zip(questions, futures, strict=True), 1):
+        step = f"investigate-{number}"
+        if future.state.is_completed():
+            records.append(_completed(step, question, future.result(), future.task_run_id, future.state))
+        else:
+            error = _error_of(future.state)
+            errors.append(error)
+            records.append(_failed(step, question, future.state, error, future.task_run_id, flow_run_id))
+    return records, errors
+
+
+def _publish(report: ResearchReport) -> None:
+    try:
+        publish_research_artifacts(report)
+    except Exception as exc:  # the report is the run's result; a lost artifact must not hide it
+        get_run_logger().warning("Could not publish the research artifacts: %s", redact(str(exc)))
+
+
+@arcanos_flow(name="arcanos-research")
+def research_flow(
+    topic: str,
+    questions: list[str] | None = None,
+    audit: dict[str, str] | None = None,
+    confirmation_token: str | None = None,
+    max_parallel: int = 4,
+    cache: bool = False,
+) -> ResearchReport:
+    """Research a topic on the enforced model: plan, investigate each question in parallel, synthesise.
+
+    Args:
+        topic: What to research.
+        questions: The questions to investigate; ``None`` lets the plan step propose up to
+            :data:`MAX_PLANNED_QUESTIONS` (a numbered list parsed from its answer).
+        audit: Audit metadata sent with every request of the run (shown as a parameter in the UI).
+        confirmation_token: Sent as ``confirmation_token`` in every request's metadata, over one in ``audit``
+            (default: ``ARCANOS_CONFIRMATION_TOKEN``).
+        max_parallel: How many investigations run at once (a bounded thread pool).
+        cache: Answer steps asked before (same model, API, messages and options) from Prefect's result storage,
+            without a request, for ``ARCANOS_STEP_CACHE_EXPIRATION`` seconds
+            (:func:`arcanos_flows.prefect.tasks.with_cache`).
+            Cached steps show as ``Cached`` in the UI and ``cached``, with 0 tokens, in the report.
+
+    Returns:
+        The :class:`ResearchReport`; also published as the artifacts ``arcanos-research-report`` and
+        ``arcanos-research-steps``.
+
+    Raises:
+        InvalidReasoningInput: A parameter is invalid (checked before any request).
+        ConfigurationError: Settings are missing or invalid (checked before any request).
+        ResearchStepsFailed: Some investigations failed (after the synthesis of the others and the artifacts).
+
+    Example:
+        Run it ad hoc (the run is tagged ``arcanos``)::
+
+            from arcanos_flows.flows.research.flow import research_flow
+
+            report = research_flow(
+                "Confirmation layers of the Arcanos backend",
+                audit={"ticket": "OPS-7", "requested_by": "maintenance"},
+                confirmation_token="ct-2025-11",
+                max_parallel=4,
+            )
+            print(report.to_markdown())
+    """
+    topic, given = validate_parameters(topic, questions, audit, confirmation_token, max_parallel)
+    if not isinstance(cache, bool):
+        raise InvalidReasoningInput("research_flow(cache=...): must be true or false")
+    settings = resolve_settings()
+    metadata = request_metadata(audit, confirmation_token)
+    shown_audit = check_metadata_fits(metadata, settings.confirmation_token)
+    logger = get_run_logger()
+    step_task = with_retries(run_reasoning, settings)
+    if cache:
+        step_task = with_cache(step_task, expiration=timedelta(seconds=settings.step_cache_expiration))
+    flow_context = FlowRunContext.get()
+    flow_run_id = str(flow_context.flow_run.id) if flow_context and flow_context.flow_run else None
+    report = ResearchReport(topic=topic, questions=list(given or []), audit=shown_audit, flow_run_id=flow_run_id)
+
+    plan_record, plan_error = _run_step(step_task, "plan", plan_messages(topic, given), metadata, flow_run_id)
+    report.steps.append(plan_record)
+    if plan_error is not None:
+        _finish(report, logger)
+        raise plan_error
+    plan = plan_record.content or ""
+    report.plan = plan
+    if given is None:
+        report.questions = parse_questions(plan) or [topic]
+        if report.questions == [topic]:
+            logger.warning("The plan listed no questions; investigating the topic itself")
+
+    investigations, errors = _investigate(step_task, topic, plan, report.questions, metadata, max_parallel)
+    report.steps.extend(investigations)
+
+    if errors and len(errors) == len(investigations):
+        _finish(report, logger)
+        raise ResearchStepsFailed(
+            f"all {len(errors)} investigations failed; no synthesis was attempted "
+            f"(first: {investigations[0].error_class})",
+            report=report,
+            failed=len(errors),
+        ) from errors[0]
+
+    findings = [(record.question or "", record.content if record.ok else None) for record in investigations]
+    synthesis_record, synthesis_error = _run_step(
+        step_task, "synthesis", synthesis_messages(topic, plan, findings), metadata, flow_run_id
+    )
+    report.steps.append(synthesis_record)
+    report.synthesis = synthesis_record.content
+    _finish(report, logger)
+    if synthesis_error is not None:
+        raise synthesis_error
+    if errors:
+        failed = [record for record in investigations if not record.ok]
+        names = ", ".join(f"{record.step}: {record.error_class}" for record in failed)
+        raise ResearchStepsFailed(
+            f"{len(failed)} of {len(investigations)} investigations failed ({names}); "
+            f"the synthesis used the {len(investigations) - len(failed)} that completed",
+            report=report,
+            failed=len(failed),
+        ) from errors[0]
+    return report
+
+
+def _finish(report: ResearchReport, logger: Any) -> None:
+    report.usage = sum((step.usage for step in report.steps), Usage())
+    usage = report.usage
+    logger.info(
+        "Research used %d input / %d output (%d reasoning, %d cached) tokens, %d total, in %d steps (%d failed)",
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.reasoning_tokens,
+        usage.cached_tokens,
+        usage.total_tokens,
+        len(report.steps),
+        len(report.failed_steps),
+    )
+    _publish(report)

@@ -1,0 +1,173 @@
+"""The research run's report: its steps, the Markdown a reader sees, and the partial-failure exception."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from arcanos_flows.core.errors import ArcanosError, IncidentClass
+from arcanos_flows.core.results import Usage
+
+__all__ = ["ResearchReport", "ResearchStepsFailed", "StepRecord"]
+
+
+class StepRecord(BaseModel):
+    """One reasoning step of a research run, as the report and the steps table show it.
+
+    Attributes:
+        step: The step's name: ``plan``, ``investigate-<n>`` or ``synthesis``.
+        question: The question an investigation answered; ``None`` for plan and synthesis.
+        status: ``completed``, ``cached`` (answered from the step cache, without a request) or ``failed``.
+        content: The model's answer (``None`` when the step failed).
+        model: The model that answered.
+        usage: Tokens the step spent (zero when it failed or was cached).
+        latency_ms: Wall time of the successful call (``None`` when cached).
+        request_id: Upstream ``x-request-id`` (also for a failure that got an HTTP answer; for a cached step, the
+            request that first got the answer).
+        attempts: Tries the step took (Prefect task runs; 0 when cached).
+        error_class: The incident class of a failure (``authentication``, ``rate_limit``...).
+        error: The failure's redacted message.
+        incident_id: The incident the task hook reported for the failure.
+        task_run_id: The Prefect task run of the step.
+    """
+
+    step: str
+    question: str | None = None
+    status: Literal["completed", "cached", "failed"]
+    content: str | None = None
+    model: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_ms: float | None = None
+    request_id: str | None = None
+    attempts: int | None = None
+    error_class: str | None = None
+    error: str | None = None
+    incident_id: str | None = None
+    task_run_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the step has an answer (completed or cached)."""
+        return self.status != "failed"
+
+
+class ResearchReport(BaseModel):
+    """What a research run found, step by step; JSON-serialisable (``model_dump_json``).
+
+    Attributes:
+        topic: The researched topic.
+        questions: The questions investigated (given, or parsed from the plan).
+        audit: The run's audit metadata (the confirmation token is not repeated here).
+        plan: The plan step's answer.
+        steps: Every step: ``plan``, ``investigate-1``..., ``synthesis``.
+        synthesis: The synthesis; ``None`` when it could not run.
+        usage: Tokens of all completed steps.
+        flow_run_id: The Prefect flow run that produced the report.
+    """
+
+    topic: str
+    questions: list[str] = Field(default_factory=list)
+    audit: dict[str, str] = Field(default_factory=dict)
+    plan: str | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    synthesis: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    flow_run_id: str | None = None
+
+    @property
+    def failed_steps(self) -> list[StepRecord]:
+        """The steps that failed."""
+        return [step for step in self.steps if not step.ok]
+
+    def to_markdown(self) -> str:
+        """The report as Markdown: synthesis, questions, a steps table and each step's findings.
+
+        Example:
+            >>> report = ResearchReport(topic="Confirmation layers", questions=["Which layers exist?"],
+            ...                         synthesis="Three layers.")
+            >>> report.to_markdown().splitlines()[0]
+            '# Research: Confirmation layers'
+        """
+        failed = self.failed_steps
+        status = "completed" if not failed else f"{len(failed)} of {len(self.steps)} steps failed"
+        usage = self.usage
+        lines = [
+            f"# Research: {_one_line(self.topic)}",
+            "",
+            f"**Status:** {status}  ",
+            f"**Usage:** {usage.input_tokens} input / {usage.output_tokens} output "
+            f"({usage.reasoning_tokens} reasoning) tokens",
+        ]
+        if self.flow_run_id:
+            lines.append(f"  \n**Flow run:** `{self.flow_run_id}`")
+        lines += ["", "## Synthesis", "", self.synthesis if self.synthesis is not None else "_No synthesis._"]
+        if self.questions:
+            lines += ["", "## Questions", ""]
+            lines += [f"{number}. {_one_line(question)}" for number, question in enumerate(self.questions, 1)]
+        lines += [
+            "",
+            "## Steps",
+            "",
+            "| Step | Status | Model | Input | Output | Reasoning | Latency (ms) | Request id | Attempts |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |",
+        ]
+        for step in self.steps:
+            status_cell = step.status if step.ok else f"**failed** ({step.error_class})"
+            cells = [
+                step.step,
+                status_cell,
+                step.model or "",
+                str(step.usage.input_tokens),
+                str(step.usage.output_tokens),
+                str(step.usage.reasoning_tokens),
+                "" if step.latency_ms is None else str(round(step.latency_ms)),
+                step.request_id or "",
+                "" if step.attempts is None else str(step.attempts),
+            ]
+            lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        lines += ["", "## Findings"]
+        for step in self.steps:
+            title = step.step + (f": {_one_line(step.question)}" if step.question else "")
+            lines += ["", f"### {title}", ""]
+            if step.ok:
+                lines.append(step.content or "")
+            else:
+                incident = f" (incident `{step.incident_id}`)" if step.incident_id else ""
+                lines.append(f"**Failed** with `{step.error_class}`{incident}: {step.error or ''}")
+        return "\n".join(lines) + "\n"
+
+
+class ResearchStepsFailed(ArcanosError):
+    """Some investigations of a research run failed; the report was still synthesised from the others.
+
+    ``__cause__`` is the first step's error, which the task hook already reported, so the flow's hook sends
+    no second incident.
+
+    Attributes:
+        report: The (partial) report, with the failed steps marked.
+        failed: How many steps failed.
+    """
+
+    incident_class = IncidentClass.FLOW_FAILED
+
+    def __init__(self, message: str, *, report: ResearchReport, failed: int) -> None:
+        super().__init__(message)
+        self.report = report
+        self.failed = failed
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Prefect may pickle a flow's exception with its state; keyword-only arguments need this.
+        return (_rebuild_steps_failed, (self.message, self.report, self.failed))
+
+
+def _rebuild_steps_failed(message: str, report: ResearchReport, failed: int) -> ResearchStepsFailed:
+    return ResearchStepsFailed(message, report=report, failed=failed)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _cell(text: str) -> str:
+    return _one_line(text).replace("|", "\\|")

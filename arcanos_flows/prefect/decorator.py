@@ -1,0 +1,148 @@
+"""The ``@arcanos_flow`` decorator: flows whose runs carry the ``arcanos`` tag and the incident hooks.
+
+Prefect takes a run's tags from the ``tags()`` context when it creates the run (``@flow`` has no ``tags``); the
+automations select arcanos runs by tag, so runs of the bundled flows must carry it whether they start from a
+deployment (tags from ``prefect.yaml``), from ``serve`` or from a plain call.
+
+Only the flow run is tagged, not the task runs inside it: Prefect gives every tagged task run a tag-concurrency
+lease (acquired, renewed and released through the API), which made a 200-step research run three times slower
+(18.9 s against 6.2 s; ``python -m bench --only fanout --diagnose`` measures both). Deployed runs behave the same
+way (their tags are the flow run's only). To limit concurrent steps by tag, give the tasks a tag of their own
+(``tags=`` of ``.with_options``) and create that limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import types
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any, ParamSpec, TypeVar
+
+from prefect import Flow, tags
+from prefect.context import TagsContext
+from prefect.utilities.hashing import file_hash
+
+from arcanos_flows.prefect import hooks
+
+__all__ = ["ARCANOS_TAGS", "ArcanosFlow", "arcanos_flow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ARCANOS_TAGS = ("arcanos",)
+"""Tags of every run of the bundled flows (automations select arcanos runs by them)."""
+
+
+_ADDED_TAGS: ContextVar[frozenset[str]] = ContextVar("arcanos_flows_added_tags", default=frozenset())
+"""The tags :meth:`ArcanosFlow.__call__` added for the flow run it is creating (the body takes them off again)."""
+
+
+@contextlib.contextmanager
+def _without_added_tags() -> Iterator[None]:
+    added = _ADDED_TAGS.get()
+    if not added:
+        yield
+        return
+    with TagsContext(current_tags=set(TagsContext.get().current_tags) - added):
+        yield
+
+
+def _untagged_body(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, run without the tags its flow run was given by :meth:`ArcanosFlow.__call__`.
+
+    The wrapper is built on ``fn``'s globals (it uses none of its own: ``fn`` and the context manager are closure
+    cells), so that Prefect resolves the parameters' string annotations in ``fn``'s module as before.
+    """
+    untagged = _without_added_tags
+    if inspect.iscoroutinefunction(fn):
+
+        async def body(*args: Any, **kwargs: Any) -> Any:
+            with untagged():
+                return await fn(*args, **kwargs)
+
+    else:
+
+        def body(*args: Any, **kwargs: Any) -> Any:
+            with untagged():
+                return fn(*args, **kwargs)
+
+    rebuilt = types.FunctionType(body.__code__, fn.__globals__, body.__name__, None, body.__closure__)
+    return functools.update_wrapper(rebuilt, fn)
+
+
+def _file_version(fn: Callable[..., Any]) -> str | None:
+    # Prefect's default version, a hash of the flow's file, taken from fn's file rather than the wrapper's.
+    try:
+        source = inspect.getsourcefile(fn)
+        return file_hash(source) if source else None
+    except (OSError, TypeError):
+        return None
+
+
+class ArcanosFlow(Flow[P, R]):
+    """A flow whose runs carry :data:`ARCANOS_TAGS`, also when called directly (not only from a deployment).
+
+    Prefect takes a run's tags from the ``tags()`` context when it creates the run (``@flow`` has no ``tags``);
+    deployments set theirs in ``prefect.yaml``, and ``serve``/``to_deployment`` take ``tags=``. The task runs
+    inside are not tagged (see the module's docstring).
+
+    Example:
+        >>> from prefect import task
+        >>> @task
+        ... def step() -> str: return "answered"
+        >>> @arcanos_flow(name="tagged-run")
+        ... def tagged() -> str: return step()
+        >>> isinstance(tagged, ArcanosFlow), tagged.name
+        (True, 'tagged-run')
+    """
+
+    def __init__(self, fn: Callable[P, R], **options: Any) -> None:
+        if not getattr(fn, "__arcanos_untagged__", False):
+            options.setdefault("version", _file_version(fn))
+            body = _untagged_body(fn)
+            body.__arcanos_untagged__ = True  # type: ignore[attr-defined]
+            fn = body  # type: ignore[assignment]
+        super().__init__(fn, **options)
+        original = inspect.unwrap(fn)
+        if original.__module__ == "__main__":  # Prefect named the wrapper's file; the flow lives in the script
+            self._entrypoint = f"{inspect.getfile(original)}:{original.__qualname__}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the flow inside ``tags(*ARCANOS_TAGS)``: its flow run carries them, its task runs do not."""
+        added = frozenset(ARCANOS_TAGS) - set(TagsContext.get().current_tags)
+        token = _ADDED_TAGS.set(added)
+        try:
+            with tags(*ARCANOS_TAGS):
+                return super().__call__(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            _ADDED_TAGS.reset(token)
+
+    def with_options(self, **options: Any) -> ArcanosFlow[P, R]:  # type: ignore[override]
+        """A copy with other options (see :meth:`prefect.Flow.with_options`), still tagging its runs."""
+        copy = super().with_options(**options)
+        copy.__class__ = type(self)  # Flow.with_options builds a plain Flow; this class adds no state
+        return copy  # type: ignore[return-value]
+
+
+def arcanos_flow(**options: Any) -> Any:
+    """``@flow`` for the bundled flows: an :class:`ArcanosFlow` with the incident hooks attached.
+
+    Args:
+        **options: Any :class:`prefect.Flow` option (``name``, ``description``...).
+
+    Example:
+        >>> @arcanos_flow(name="nightly-audit")
+        ... def nightly_audit() -> None: ...
+        >>> nightly_audit.on_crashed_hooks == [hooks.flow_on_crashed]
+        True
+    """
+    options.setdefault("on_failure", [hooks.flow_on_failure])
+    options.setdefault("on_crashed", [hooks.flow_on_crashed])
+
+    def decorate(fn: Any) -> ArcanosFlow[Any, Any]:
+        return ArcanosFlow(fn, **options)
+
+    return decorate

@@ -1,0 +1,278 @@
+"""Prefect state hooks: failures and crashes become exactly one maintenance incident per root cause.
+
+Attach them to your own tasks and flows::
+
+    from prefect import flow, task
+    from arcanos_flows.prefect import hooks
+
+    @task(on_failure=[hooks.task_on_failure])
+    def fetch(): ...
+
+    @flow(on_failure=[hooks.flow_on_failure], on_crashed=[hooks.flow_on_crashed])
+    def nightly(): ...
+
+A task's ``on_failure`` fires once, after its last retry, so retried attempts send nothing. A flow that fails
+because of a task that already reported sends no second incident; a flow that fails for another reason sends a
+``flow_failed`` incident, and a crash a ``crashed`` one. Incident ids derive from the run and the root cause
+(:func:`arcanos_flows.prefect.runs.incident_id_for`), so the automation relay reporting the same crash re-uses the same
+``webhook-id``. Hooks never raise into Prefect; an undeliverable incident waits in the spool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+from prefect import Flow, Task
+from prefect.client.schemas.objects import FlowRun, State, TaskRun
+
+from arcanos_flows.core.errors import ConfigurationError, IncidentClass, classify
+from arcanos_flows.core.settings import NotifierSettings
+from arcanos_flows.incidents.model import Incident, attached_incident
+from arcanos_flows.incidents.notifier import MaintenanceNotifier
+from arcanos_flows.prefect.events import emit_incident_event
+from arcanos_flows.prefect.runs import incident_id_for, run_context, state_exception
+
+__all__ = [
+    "bind_notifier",
+    "flow_on_cancellation",
+    "flow_on_crashed",
+    "flow_on_failure",
+    "report",
+    "task_on_failure",
+]
+
+SOURCE = "arcanos_flows.hooks"
+logger = logging.getLogger("arcanos_flows.hooks")
+
+_REPORTED = "_arcanos_incident_id"
+_lock = threading.Lock()
+_task_notifiers: dict[uuid.UUID, MaintenanceNotifier] = {}
+# Flow runs whose tasks reported incidents, so the flow's own hook can tell a known root cause; bounded, since a
+# long-lived `serve` process sees many runs and only the most recent ones can still fail.
+_reported_in_flow_run: OrderedDict[str, set[uuid.UUID]] = OrderedDict()
+_REMEMBERED_FLOW_RUNS = 1024
+
+
+def bind_notifier(task_run_id: uuid.UUID, notifier: MaintenanceNotifier | None) -> None:
+    """Make :func:`task_on_failure` report this task run through ``notifier`` (``None`` unbinds).
+
+    The reasoning tasks bind the notifier of the settings they ran with, so a task given explicit
+    credentials reports to the webhook of those credentials. The hook unbinds it when it reports.
+
+    Example:
+        Inside your own task, send its failure to another webhook::
+
+            from prefect import runtime, task
+
+            @task(on_failure=[task_on_failure])
+            def fetch():
+                bind_notifier(uuid.UUID(runtime.task_run.id), MaintenanceNotifier(other_settings))
+                ...
+    """
+    with _lock:
+        if notifier is None:
+            _task_notifiers.pop(task_run_id, None)
+        else:
+            _task_notifiers[task_run_id] = notifier
+
+
+def environment_notifier() -> MaintenanceNotifier:
+    """The notifier configured for this process: the credentials block or environment, else stdout.
+
+    The webhook and secret come from the block named by ``ARCANOS_CREDENTIALS_BLOCK`` when set, else from
+    the environment and ``.env``; a configuration problem is logged and incidents are printed instead.
+
+    Example:
+        ::
+
+            environment_notifier().webhook_url   # 'https://maintenance.example.com/incidents'
+    """
+    from arcanos_flows.prefect.credentials import load_notifier_settings, register_environment_secrets
+
+    # Loading the named block registers its secrets; the environment's API key is registered here, so that what is
+    # reported afterwards (a user's exception quoting the key) is redacted in a process that never loaded settings.
+    register_environment_secrets()
+    try:
+        settings: NotifierSettings = load_notifier_settings()
+        return MaintenanceNotifier(settings, source=SOURCE)
+    except ConfigurationError as exc:
+        logger.error("Maintenance notifier misconfigured (%s); printing incidents to stdout", exc)
+        return MaintenanceNotifier.to_stdout()
+
+
+def report(incident: Incident, notifier: MaintenanceNotifier | None = None) -> Incident:
+    """Deliver a run incident (webhook or stdout, spooled when undeliverable) and emit its Prefect event.
+
+    Never raises.
+
+    Args:
+        incident: The incident, its ``context`` naming the runs it concerns.
+        notifier: Where to deliver it; :func:`environment_notifier` when omitted.
+
+    Returns:
+        The incident as delivered, spooled or printed.
+
+    Example:
+        ::
+
+            report(Incident(incident_class="degraded", reason="synthesis is partial", error_type="my_flow",
+                            context=run_context()))
+    """
+    delivered = (notifier or environment_notifier()).notify(incident)
+    emit_incident_event(delivered)
+    return delivered
+
+
+def _remember_task_failure(incident: Incident) -> None:
+    # Only failed tasks are root causes the flow may fail on; a `degraded` notification is not one.
+    flow_run_id = incident.context.get("flow_run_id")
+    if flow_run_id:
+        with _lock:
+            _reported_in_flow_run.setdefault(str(flow_run_id), set()).add(incident.incident_id)
+            _reported_in_flow_run.move_to_end(str(flow_run_id))
+            while len(_reported_in_flow_run) > _REMEMBERED_FLOW_RUNS:
+                _reported_in_flow_run.popitem(last=False)
+
+
+def _reported_id(error: BaseException | None) -> Any:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        marker = getattr(error, _REPORTED, None)
+        if marker is not None:
+            return marker
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _mark(error: BaseException | None, incident: Incident) -> None:
+    if error is not None:
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(error, _REPORTED, incident.incident_id)
+
+
+def task_on_failure(task: Task[Any, Any], task_run: TaskRun, state: State) -> None:
+    """``on_failure`` hook for tasks: one incident after the last retry, with the Prefect context.
+
+    Example:
+        >>> from prefect import task
+        >>> @task(retries=2, on_failure=[task_on_failure])
+        ... def fetch_sources(): ...
+    """
+    try:
+        with _lock:
+            notifier = _task_notifiers.pop(task_run.id, None)
+        error = state_exception(state)
+        base = attached_incident(error) if error is not None else None
+        if base is None:
+            base = (
+                Incident.from_exception(error, source=SOURCE)
+                if error is not None
+                else Incident(
+                    incident_class=IncidentClass.UNKNOWN,
+                    reason=state.message or "task failed",
+                    error_type="prefect.Failed",
+                    source=SOURCE,
+                )
+            )
+        context = {**base.context, **run_context(task_run=task_run, state=state)}
+        incident = Incident.model_validate(
+            {
+                **base.model_dump(),
+                "incident_id": incident_id_for(context.get("flow_run_id"), task_run.id, base.incident_class.value),
+                "context": context,
+            }
+        )
+        delivered = report(incident, notifier)
+        _mark(error, delivered)
+        _remember_task_failure(delivered)
+    except Exception:
+        logger.exception("arcanos-flows could not report the failure of task run %s", getattr(task_run, "id", "?"))
+
+
+def _flow_incident(
+    flow: Flow[Any, Any], flow_run: FlowRun, state: State, incident_class: IncidentClass, error: BaseException | None
+) -> Incident:
+    context = run_context(flow_run=flow_run, state=state, flow_name=flow.name)
+    if error is not None:
+        context["cause_class"] = classify(error).incident_class.value
+        base = Incident.from_exception(error, source=SOURCE, incident_class=incident_class)
+        reason, error_type = base.reason, base.error_type
+        facts = {"request_id": base.request_id, "http_status": base.http_status}
+    else:
+        reason = state.message or f"flow run entered {state.name}"
+        error_type, facts = f"prefect.{state.name}", {}
+    return Incident(
+        incident_id=incident_id_for(flow_run.id, None, incident_class.value),
+        incident_class=incident_class,
+        reason=reason,
+        error_type=error_type,
+        source=SOURCE,
+        context=context,
+        **facts,
+    )
+
+
+def flow_on_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
+    """``on_failure`` hook for flows: a ``flow_failed`` incident unless a task already reported the root cause.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow(on_failure=[flow_on_failure])
+        ... def nightly(): ...
+    """
+    try:
+        error = state_exception(state)
+        already = _reported_id(error)
+        if already is None and (error is None or type(error).__module__.startswith("prefect")):
+            # The flow failed on failed task states it did not raise itself: the tasks reported them.
+            with _lock:
+                reported = _reported_in_flow_run.get(str(flow_run.id))
+            already = next(iter(reported)) if reported else None
+        if already is not None:
+            logger.info("Flow run %s failed on a root cause already reported as incident %s", flow_run.name, already)
+            return
+        # The notifier first: building it registers the process's secrets, which the incident's reason is redacted of.
+        notifier = environment_notifier()
+        report(_flow_incident(flow, flow_run, state, IncidentClass.FLOW_FAILED, error), notifier)
+    except Exception:
+        logger.exception("arcanos-flows could not report the failure of flow run %s", getattr(flow_run, "id", "?"))
+
+
+def flow_on_crashed(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
+    """``on_crashed`` hook for flows: a ``crashed`` incident (process killed, infrastructure lost).
+
+    Prefect runs it in the runner or worker that watched the crashed process.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow(on_crashed=[flow_on_crashed])
+        ... def nightly(): ...
+    """
+    try:
+        notifier = environment_notifier()
+        report(_flow_incident(flow, flow_run, state, IncidentClass.CRASHED, None), notifier)
+    except Exception:
+        logger.exception("arcanos-flows could not report the crash of flow run %s", getattr(flow_run, "id", "?"))
+
+
+def flow_on_cancellation(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
+    """``on_cancellation`` hook for flows whose cancellation is a failure (e.g. an unattended schedule).
+
+    Not attached to the bundled flows: a person cancelling a run is not an incident.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow(on_cancellation=[flow_on_cancellation])
+        ... def must_finish(): ...
+    """
+    try:
+        notifier = environment_notifier()
+        report(_flow_incident(flow, flow_run, state, IncidentClass.CANCELLED, None), notifier)
+    except Exception:
+        logger.exception("arcanos-flows could not report the cancellation of flow run %s", getattr(flow_run, "id", "?"))
