@@ -10,32 +10,5 @@ Example:
     'arcanos_flows.errors'
 """
 
-from arcanos_flows.core.errors import (
-    TRANSIENT_CLASSES,
-    ArcanosError,
-    Classification,
-    ConfigurationError,
-    EmptyCompletionError,
-    IncidentClass,
-    IncompleteCompletionError,
-    InvalidReasoningInput,
-    ModelEnforcementError,
-    RefusalError,
-    UpstreamResponseError,
-    classify,
-)
-
-__all__ = [
-    "TRANSIENT_CLASSES",
-    "ArcanosError",
-    "Classification",
-    "ConfigurationError",
-    "EmptyCompletionError",
-    "IncidentClass",
-    "IncompleteCompletionError",
-    "InvalidReasoningInput",
-    "ModelEnforcementError",
-    "RefusalError",
-    "UpstreamResponseError",
-    "classify",
-]
+from arcanos_flows.core.errors import *  # noqa: F403 - every public name, defined there
+from arcanos_flows.core.errors import __all__ as __all__

@@ -1,22 +1,7 @@
-"""Deprecated path: use :mod:`arcanos_flows.prefect.hooks` (public names also in :mod:`arcanos_flows.prefect`).
+"""Deprecated path of :mod:`arcanos_flows.prefect.hooks`, kept for this release; it warns at import."""
 
-Kept for this release so that existing imports keep working; it warns once, at import.
-"""
-
-import warnings
-from typing import Any
-
+from arcanos_flows._moved import moved_to
 from arcanos_flows.prefect.hooks import *  # noqa: F403 - the whole public surface, as before the move
 from arcanos_flows.prefect.hooks import __all__ as __all__
 
-warnings.warn(
-    "arcanos_flows.hooks is deprecated; import from arcanos_flows.prefect.hooks",
-    DeprecationWarning,
-    stacklevel=2,
-)
-
-
-def __getattr__(name: str) -> Any:
-    import arcanos_flows.prefect.hooks as moved
-
-    return getattr(moved, name)
+__getattr__ = moved_to(__name__, "arcanos_flows.prefect.hooks")

@@ -311,17 +311,7 @@ def classify(error: BaseException) -> Classification:
 
 # The public path of every exception class above: incidents name it in ``error_type`` (receivers match on it),
 # tracebacks show it and pickles resolve through it (:mod:`arcanos_flows.errors` re-exports these classes).
-for _public in (
-    ArcanosError,
-    Classification,
-    ConfigurationError,
-    EmptyCompletionError,
-    IncidentClass,
-    IncompleteCompletionError,
-    InvalidReasoningInput,
-    ModelEnforcementError,
-    RefusalError,
-    UpstreamResponseError,
-):
-    _public.__module__ = "arcanos_flows.errors"
-del _public
+for _name in __all__:
+    if isinstance(globals()[_name], type):
+        globals()[_name].__module__ = "arcanos_flows.errors"
+del _name
