@@ -19,7 +19,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundServer", "QuietHTTPServer", "QuietHandler", "format_seconds", "format_url_host", "parse_json"]
+__all__ = [
+    "BackgroundServer",
+    "QuietHTTPServer",
+    "QuietHandler",
+    "dump_json",
+    "format_seconds",
+    "format_url_host",
+    "parse_json",
+]
 
 _log = logging.getLogger("arcanos_flows.testing")
 
@@ -61,6 +69,22 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError):
         return None
+
+
+def dump_json(value: Any) -> bytes:
+    """Encode a response body as UTF-8 JSON, non-ASCII text kept as is (as the real API sends it).
+
+    Args:
+        value: A JSON-serialisable value.
+
+    Returns:
+        The body bytes.
+
+    Example:
+        >>> dump_json({"ok": True, "error": None})
+        b'{"ok": true, "error": null}'
+    """
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
 def format_seconds(seconds: float) -> str:
