@@ -99,6 +99,7 @@ def settings_table(settings: ArcanosSettings | None, *, from_block: bool = False
     for name in _field_order():
         field = ArcanosSettings.model_fields[name]
         variable = str(field.validation_alias)
+        raw: str | None
         if os.environ.get(variable):
             source, raw = "environment", os.environ[variable]
         elif env_file.get(variable):

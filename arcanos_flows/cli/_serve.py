@@ -21,7 +21,7 @@ __all__ = ["deployments", "serve_deployments"]
 
 def deployments(*, topic: str, cron: str, check_interval: int) -> list[Any]:
     """The runner deployments of the research flow, the maintenance check and the incident relay."""
-    from prefect.deployments.runner import EntrypointType
+    from prefect.types.entrypoint import EntrypointType
 
     from arcanos_flows.flows.maintenance import maintenance_check_flow
     from arcanos_flows.flows.relay import incident_relay_flow

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import httpx2
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -87,7 +87,7 @@ def bound_response_body(response: httpx2.Response) -> None:
         retries = int(response.request.headers.get("x-stainless-retry-count", "0"))
     except (RuntimeError, ValueError):
         retries = 0
-    facts = {"request_id": request_id_of(response.headers), "http_status": status, "attempts": retries + 1}
+    facts: _Facts = {"request_id": request_id_of(response.headers), "http_status": status, "attempts": retries + 1}
 
     def refuse(problem: str) -> UpstreamResponseError:
         return UpstreamResponseError(
@@ -135,6 +135,14 @@ def request_id_of(headers: Mapping[str, str]) -> str | None:
     """
     value = headers.get("x-request-id")
     return redact(value) if value is not None else None
+
+
+class _Facts(TypedDict):
+    """The keyword arguments every :class:`~arcanos_flows.errors.ArcanosError` raised here carries."""
+
+    request_id: str | None
+    http_status: int
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -295,7 +303,11 @@ class _ResponsesBody(_Wire):
 
 
 def _load(raw: bytes, content_type: str, exchange: Exchange, what: str, model: type[_Wire]) -> Any:
-    facts = {"request_id": exchange.request_id, "http_status": exchange.http_status, "attempts": exchange.attempts}
+    facts: _Facts = {
+        "request_id": exchange.request_id,
+        "http_status": exchange.http_status,
+        "attempts": exchange.attempts,
+    }
     if len(raw) > MAX_BODY_BYTES:
         raise UpstreamResponseError(
             f"upstream answered HTTP {exchange.http_status} with a {len(raw)}-byte body; "
@@ -336,7 +348,11 @@ def read_chat(raw: bytes, content_type: str, exchange: Exchange) -> tuple[str, C
         UpstreamResponseError: The body is not a chat completion.
     """
     body: _ChatBody = _load(raw, content_type, exchange, "a chat completion", _ChatBody)
-    facts = {"request_id": exchange.request_id, "http_status": exchange.http_status, "attempts": exchange.attempts}
+    facts: _Facts = {
+        "request_id": exchange.request_id,
+        "http_status": exchange.http_status,
+        "attempts": exchange.attempts,
+    }
     if not body.choices:
         return body.model, EmptyCompletionError(f"completion {body.id} has no choices", **facts)
     choice = body.choices[0]
@@ -375,7 +391,11 @@ def read_responses(raw: bytes, content_type: str, exchange: Exchange) -> tuple[s
         UpstreamResponseError: The body is not a response object, or the response failed.
     """
     body: _ResponsesBody = _load(raw, content_type, exchange, "a response object", _ResponsesBody)
-    facts = {"request_id": exchange.request_id, "http_status": exchange.http_status, "attempts": exchange.attempts}
+    facts: _Facts = {
+        "request_id": exchange.request_id,
+        "http_status": exchange.http_status,
+        "attempts": exchange.attempts,
+    }
     if body.status == "incomplete":
         reason = (body.incomplete_details and body.incomplete_details.reason) or "unknown"
         if reason == "content_filter":

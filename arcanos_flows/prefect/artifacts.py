@@ -8,6 +8,7 @@ with the flow, :mod:`arcanos_flows.flows.research.artifacts`). Everything passes
 from __future__ import annotations
 
 import uuid
+from typing import cast
 
 from prefect.artifacts import create_markdown_artifact
 
@@ -72,8 +73,12 @@ def publish_check_artifact(result: ReasoningResult | None, *, error: BaseExcepti
         The artifact id.
     """
     status = "ok" if result is not None else "failed"
-    return create_markdown_artifact(
-        markdown=check_markdown(result, error),
-        key=CHECK_KEY,
-        description=f"Maintenance check: {status}",
+    # Prefect's `@async_dispatch` types the result "UUID or coroutine"; called from sync code it is the UUID.
+    return cast(
+        uuid.UUID,
+        create_markdown_artifact(
+            markdown=check_markdown(result, error),
+            key=CHECK_KEY,
+            description=f"Maintenance check: {status}",
+        ),
     )

@@ -29,6 +29,7 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import AutomationSort
 from prefect.events.filters import AutomationFilter, AutomationFilterName
+from prefect.events.schemas.automations import ResourceSpecificationDict
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 
@@ -66,10 +67,16 @@ _END_OF_HEARTBEATS = frozenset(
     f"prefect.flow-run.{name}"
     for name in ("Completed", "Failed", "Crashed", "Cancelled", "Cancelling", "TimedOut", "Suspended")
 )
-_ARCANOS_RUNS = {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{ARCANOS_TAG}"}
+_ARCANOS_RUNS: ResourceSpecificationDict = {
+    "prefect.resource.role": "tag",
+    "prefect.resource.id": f"prefect.tag.{ARCANOS_TAG}",
+}
 # Belt and braces against an automation loop: even if someone tags the relay's deployment "arcanos", the
 # relay's own runs never start the relay.
-_NOT_THE_RELAY = {"prefect.resource.role": "flow", "prefect.resource.name": f"!{RELAY_FLOW_NAME}"}
+_NOT_THE_RELAY: ResourceSpecificationDict = {
+    "prefect.resource.role": "flow",
+    "prefect.resource.name": f"!{RELAY_FLOW_NAME}",
+}
 
 
 def zombie_automation(heartbeat_grace: timedelta = DEFAULT_HEARTBEAT_GRACE) -> Automation:

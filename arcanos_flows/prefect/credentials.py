@@ -169,8 +169,8 @@ def _named_block() -> ArcanosCredentials | None:
         return None
     try:
         # `_sync=True`: hooks of async flows and the runner call this with an event loop running, where `load`
-        # would otherwise return a coroutine.
-        loaded = ArcanosCredentials.load(block_name, _sync=True)
+        # would otherwise return a coroutine. Prefect's `@async_dispatch` wrapper takes it; its typing omits it.
+        loaded = ArcanosCredentials.load(block_name, _sync=True)  # type: ignore[call-arg]
     except Exception as exc:
         # Not found (ValueError), Prefect API unreachable or refusing: the process cannot get its settings.
         raise ConfigurationError(

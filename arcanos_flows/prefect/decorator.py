@@ -57,6 +57,7 @@ def _untagged_body(fn: Callable[..., Any]) -> Callable[..., Any]:
     cells), so that Prefect resolves the parameters' string annotations in ``fn``'s module as before.
     """
     untagged = _without_added_tags
+    body: Callable[..., Any]  # a coroutine function or a plain one, like fn
     if inspect.iscoroutinefunction(fn):
 
         async def body(*args: Any, **kwargs: Any) -> Any:
@@ -104,7 +105,7 @@ class ArcanosFlow(Flow[P, R]):
             options.setdefault("version", _file_version(fn))
             body = _untagged_body(fn)
             body.__arcanos_untagged__ = True  # type: ignore[attr-defined]
-            fn = body  # type: ignore[assignment]
+            fn = body
         super().__init__(fn, **options)
         original = inspect.unwrap(fn)
         if original.__module__ == "__main__":  # Prefect named the wrapper's file; the flow lives in the script
@@ -116,18 +117,18 @@ class ArcanosFlow(Flow[P, R]):
         token = _ADDED_TAGS.set(added)
         try:
             with tags(*ARCANOS_TAGS):
-                return super().__call__(*args, **kwargs)  # type: ignore[arg-type]
+                return super().__call__(*args, **kwargs)
         finally:
             _ADDED_TAGS.reset(token)
 
-    def with_options(self, **options: Any) -> ArcanosFlow[P, R]:  # type: ignore[override]
+    def with_options(self, **options: Any) -> ArcanosFlow[P, R]:
         """A copy with other options (see :meth:`prefect.Flow.with_options`), still tagging its runs."""
         copy = super().with_options(**options)
         copy.__class__ = type(self)  # Flow.with_options builds a plain Flow; this class adds no state
         return copy  # type: ignore[return-value]
 
 
-def arcanos_flow(**options: Any) -> Any:
+def arcanos_flow(**options: Any) -> Callable[[Callable[P, R]], ArcanosFlow[P, R]]:
     """``@flow`` for the bundled flows: an :class:`ArcanosFlow` with the incident hooks attached.
 
     Args:
@@ -142,7 +143,7 @@ def arcanos_flow(**options: Any) -> Any:
     options.setdefault("on_failure", [hooks.flow_on_failure])
     options.setdefault("on_crashed", [hooks.flow_on_crashed])
 
-    def decorate(fn: Any) -> ArcanosFlow[Any, Any]:
+    def decorate(fn: Callable[P, R]) -> ArcanosFlow[P, R]:
         return ArcanosFlow(fn, **options)
 
     return decorate

@@ -25,7 +25,7 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from typing import Any
+from typing import Any, TypedDict
 
 from prefect import Flow, Task
 from prefect.client.schemas.objects import FlowRun, State, TaskRun
@@ -195,6 +195,13 @@ def task_on_failure(task: Task[Any, Any], task_run: TaskRun, state: State) -> No
         logger.exception("arcanos-flows could not report the failure of task run %s", getattr(task_run, "id", "?"))
 
 
+class _UpstreamFacts(TypedDict, total=False):
+    """The upstream facts a flow incident copies from the exception's own incident, when there is one."""
+
+    request_id: str | None
+    http_status: int | None
+
+
 def _flow_incident(
     flow: Flow[Any, Any], flow_run: FlowRun, state: State, incident_class: IncidentClass, error: BaseException | None
 ) -> Incident:
@@ -203,7 +210,7 @@ def _flow_incident(
         context["cause_class"] = classify(error).incident_class.value
         base = Incident.from_exception(error, source=SOURCE, incident_class=incident_class)
         reason, error_type = base.reason, base.error_type
-        facts = {"request_id": base.request_id, "http_status": base.http_status}
+        facts: _UpstreamFacts = {"request_id": base.request_id, "http_status": base.http_status}
     else:
         reason = state.message or f"flow run entered {state.name}"
         error_type, facts = f"prefect.{state.name}", {}

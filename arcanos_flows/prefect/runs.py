@@ -56,7 +56,8 @@ def state_exception(state: State) -> BaseException | None:
     if isinstance(data, BaseException):
         return data
     try:
-        outcome = state.result(raise_on_failure=False, _sync=True)  # type: ignore[call-arg]
+        # `_sync` is consumed at run time by Prefect's `@async_dispatch` wrapper, which its typed overloads omit.
+        outcome = state.result(raise_on_failure=False, _sync=True)  # type: ignore[call-overload]
     except Exception as exc:
         return exc
     return outcome if isinstance(outcome, BaseException) else None

@@ -8,7 +8,7 @@ key or webhook secret reaches an artifact, and no prompt is published (only the 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -92,4 +92,5 @@ def publish_research_artifacts(report: ResearchReport) -> tuple[uuid.UUID, uuid.
         key=STEPS_KEY,
         description=redact(f"Reasoning steps of the research on: {topic} ({summary})"),
     )
-    return report_id, table_id
+    # Prefect's `@async_dispatch` types each result "UUID or coroutine"; called from sync code they are UUIDs.
+    return cast(uuid.UUID, report_id), cast(uuid.UUID, table_id)

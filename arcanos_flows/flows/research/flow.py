@@ -10,13 +10,13 @@ incident. Each run publishes a markdown report and a table of its steps as Prefe
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from prefect import Task, unmapped
+from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
-from prefect.futures import wait
+from prefect.futures import PrefectFutureList, wait
 from prefect.logging import get_run_logger
-from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from arcanos_flows.core.errors import InvalidReasoningInput, classify
@@ -110,7 +110,7 @@ def _error_of(state: State) -> BaseException:
 
 
 def _run_step(
-    step_task: Task[..., ReasoningResult],
+    step_task: Task[P, ReasoningResult],
     step: str,
     messages: list[dict[str, str]],
     metadata: dict[str, Any],
@@ -135,14 +135,20 @@ def _investigate(
     # A task runner of this run's size, so at most `max_parallel` investigations run at once whatever the flow's
     # own task runner is (`Task.map` would use the flow's). Every future is resolved inside the block: leaving it
     # cancels what has not started, and a failed future never resolved would leave the flow Completed.
-    with ThreadPoolTaskRunner(max_workers=max_parallel) as runner:
-        futures = runner.map(
-            step_task,
-            {
-                "messages": [investigation_messages(topic, plan, question) for question in questions],
-                "metadata": unmapped(metadata),
-                "step": [f"investigate-{number}" for number in range(1, len(questions) + 1)],
-            },
+    task_runner: ThreadPoolTaskRunner[ReasoningResult] = ThreadPoolTaskRunner(max_workers=max_parallel)
+    with task_runner as runner:
+        # Prefect annotates `map` as returning `PrefectFutureList[PrefectConcurrentFuture[R]]`, but the list is
+        # generic in the futures' result type: these are futures of `ReasoningResult`.
+        futures = cast(
+            "PrefectFutureList[ReasoningResult]",
+            runner.map(
+                step_task,
+                {
+                    "messages": [investigation_messages(topic, plan, question) for question in questions],
+                    "metadata": unmapped(metadata),
+                    "step": [f"investigate-{number}" for number in range(1, len(questions) + 1)],
+                },
+            ),
         )
         wait(list(futures))
     flow_context = FlowRunContext.get()
