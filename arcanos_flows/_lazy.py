@@ -23,7 +23,7 @@ def lazy_exports(
         exports: Each public name and the module that defines it.
         namespace: The package's ``globals()``: a name, once imported, is cached there.
 
-    Example:
+    Examples:
         >>> namespace = {}
         >>> getattr_, dir_ = lazy_exports("pkg", {"dumps": "json"}, namespace)
         >>> getattr_("dumps")({"a": 1}), "dumps" in namespace

@@ -13,7 +13,7 @@ __all__ = ["moved_to"]
 def moved_to(old: str, new: str) -> Callable[[str], Any]:
     """Warn that ``old`` moved to ``new``; the old module's ``__getattr__``, reaching ``new``'s private names too.
 
-    Example:
+    Examples:
         >>> import warnings
         >>> with warnings.catch_warnings(record=True) as caught:
         ...     warnings.simplefilter("always")

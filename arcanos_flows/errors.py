@@ -4,7 +4,7 @@ They are defined in :mod:`arcanos_flows.core.errors` and named ``arcanos_flows.e
 outside: an incident's ``error_type`` (receivers match on it), tracebacks and pickles all use this path, which
 stays stable whatever moves inside the package.
 
-Example:
+Examples:
     >>> from arcanos_flows.errors import ModelEnforcementError
     >>> ModelEnforcementError.__module__
     'arcanos_flows.errors'

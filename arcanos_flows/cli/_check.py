@@ -52,7 +52,7 @@ class CheckResult:
 def shown_url(url: str) -> str:
     """A webhook URL as it may be printed: paths often embed a token, so only scheme and host are shown.
 
-    Example:
+    Examples:
         >>> shown_url("https://hooks.example.com/T000/B000/XXXX"), shown_url("https://ops.example.com")
         ('https://hooks.example.com/…', 'https://ops.example.com')
     """

@@ -58,7 +58,7 @@ _ANALYTICS = "PREFECT_SERVER_ANALYTICS_ENABLED"
 def scoped_environ(values: Mapping[str, str | None]) -> Iterator[None]:
     """Set (or, with ``None``, unset) variables of this process's environment, restoring them on exit.
 
-    Example:
+    Examples:
         >>> with scoped_environ({"ARCANOS_DEMO_EXAMPLE": "1"}):
         ...     os.environ["ARCANOS_DEMO_EXAMPLE"]
         '1'

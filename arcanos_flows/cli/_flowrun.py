@@ -282,7 +282,7 @@ def heavy_imports() -> Iterator[None]:
     the run) and find little to free. So it is paused for the imports, and what they created is frozen
     (:func:`gc.freeze`): later collections skip it. (The few cycles left over hold about 2 MB until exit.)
 
-    Example:
+    Examples:
         >>> with heavy_imports():  # doctest: +SKIP
         ...     from arcanos_flows.flows.research import research_flow
     """
@@ -305,7 +305,7 @@ def temporary_server_starting(console: Console, *, show_status: bool = True) -> 
     flows; leaving the block waits for it (with a status line on a terminal). Nothing happens when runs go to
     a configured server. If it fails to start, the engine tries again and reports the error as usual.
 
-    Example:
+    Examples:
         >>> with temporary_server_starting(Console()):  # doctest: +SKIP
         ...     from arcanos_flows.flows.research import research_flow
     """
@@ -556,7 +556,7 @@ def wait_until_recorded(flow_run_id: str, task_run_ids: set[str], timeout: float
     Returns:
         Whether all of them were recorded in time.
 
-    Example:
+    Examples:
         >>> wait_until_recorded("00000000-0000-0000-0000-000000000000", set())
         True
     """

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from arcanos_flows.core.redaction import redact
+from arcanos_flows.core.settings import CREDENTIALS_BLOCK_VARIABLE
 
 if TYPE_CHECKING:
     from arcanos_flows.cli._server import PrefectTarget
@@ -34,7 +35,6 @@ __all__ = [
     "uses_credentials_block",
 ]
 
-CREDENTIALS_BLOCK_VARIABLE = "ARCANOS_CREDENTIALS_BLOCK"  # the same name as prefect.credentials, sans Prefect
 EPHEMERAL_STARTUP_TIMEOUT_VARIABLE = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 
 console = Console(highlight=False)
@@ -115,7 +115,7 @@ def load_notifier_settings() -> NotifierSettings:
 def parse_meta(values: list[str] | None) -> dict[str, str]:
     """Turn ``--meta key=value`` options into audit metadata, checked against OpenAI's limits.
 
-    Example:
+    Examples:
         >>> parse_meta(["ticket=OPS-7", "note=a=b"])
         {'ticket': 'OPS-7', 'note': 'a=b'}
     """

@@ -9,7 +9,7 @@ use the recorded server while ``PREFECT_API_URL`` is not configured and it answe
 Only the standard library is imported here: looking for the server costs a file read and one loopback request,
 never Prefect's import. POSIX only (sessions and process groups).
 
-Example:
+Examples:
     >>> server_url("127.0.0.1", 4200)
     'http://127.0.0.1:4200'
     >>> server_url("0.0.0.0", 4200), server_url("::", 4201)
@@ -76,7 +76,7 @@ class LocalServerError(ArcanosError):
 def state_dir() -> Path:
     """Where the state file and the server's log live: ``$XDG_STATE_HOME/arcanos-flows/server``.
 
-    Example:
+    Examples:
         >>> state_dir().parts[-2:]
         ('arcanos-flows', 'server')
     """
@@ -343,7 +343,7 @@ def start_server(
         LocalServerError: The port is taken, the process exited, or it did not answer in time (the message
             names the log file and shows its end).
 
-    Example:
+    Examples:
         >>> result = start_server(port=4200)  # doctest: +SKIP
         >>> result.record.api_url  # doctest: +SKIP
         'http://127.0.0.1:4200/api'

@@ -51,7 +51,7 @@ def model_matches(configured: str, answered: str) -> bool:
     Equal ids match; so does a dated snapshot (``gpt-5.1-2025-11-13``) of a bare alias (``gpt-5.1``).
     A fine-tuned id (``ft:...``) or an already dated id must match exactly.
 
-    Example:
+    Examples:
         >>> model_matches("gpt-5.1", "gpt-5.1-2025-11-13")
         True
         >>> model_matches("ft:gpt-5.1:arcanos::abc", "gpt-5.1")
@@ -143,7 +143,7 @@ class ArcanosPythonClient:
         settings: Settings to use; read from the environment and ``.env`` when omitted.
         notifier: Where incidents go; built from the same settings when omitted.
 
-    Example:
+    Examples:
         >>> from arcanos_flows.testing import FakeOpenAIServer
         >>> with FakeOpenAIServer() as server:
         ...     settings = ArcanosSettings(openai_api_key="sk-test-0000", fine_tuned_model="ft:gpt-5.1:arcanos::x",
@@ -284,7 +284,7 @@ class ArcanosPythonClient:
 
         Arguments other than ``text`` and ``system`` are those of :meth:`run_reasoning`.
 
-        Example:
+        Examples:
             >>> from arcanos_flows.testing import FakeOpenAIServer
             >>> with FakeOpenAIServer() as server:
             ...     settings = ArcanosSettings(openai_api_key="sk-test-0000", fine_tuned_model="ft:gpt-5.1:a::x",

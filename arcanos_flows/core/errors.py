@@ -62,6 +62,42 @@ class IncidentClass(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def meaning(self) -> str:
+        """What failed, in one line (the reference of the docs lists these).
+
+        Examples:
+            >>> IncidentClass.QUOTA_EXHAUSTED.meaning
+            "the account's quota or billing limit is used up (429 `insufficient_quota`); never retried"
+        """
+        return _MEANINGS[self]
+
+
+_MEANINGS: dict[IncidentClass, str] = {
+    IncidentClass.CONFIGURATION: "settings are missing or invalid; raised before any request",
+    IncidentClass.AUTHENTICATION: "the endpoint refused the API key (401)",
+    IncidentClass.PERMISSION: "the key may not use this model or endpoint (403)",
+    IncidentClass.RATE_LIMIT: "over the account's rate limit (429), after the retries",
+    IncidentClass.QUOTA_EXHAUSTED: "the account's quota or billing limit is used up (429 `insufficient_quota`); "
+    "never retried",
+    IncidentClass.TIMEOUT: "no answer within `ARCANOS_REQUEST_TIMEOUT`, or 408, after the retries",
+    IncidentClass.CONNECTION: "the endpoint could not be reached or dropped the connection, after the retries",
+    IncidentClass.UPSTREAM_ERROR: "the endpoint failed (5xx, 409), after the retries",
+    IncidentClass.BAD_REQUEST: "the endpoint refused the request as malformed (400, 422)",
+    IncidentClass.NOT_FOUND: "the model or the endpoint does not exist (404)",
+    IncidentClass.MODEL_ENFORCEMENT: "a model other than `ARCANOS_FINE_TUNED_MODEL` answered",
+    IncidentClass.EMPTY_COMPLETION: "an answer with no choices or empty content",
+    IncidentClass.INCOMPLETE_COMPLETION: "the answer was cut at the token budget",
+    IncidentClass.REFUSAL: "the model refused to answer",
+    IncidentClass.INVALID_RESPONSE: "a 200 answer that is not the API's JSON (malformed, wrong shape)",
+    IncidentClass.INVALID_INPUT: "the caller's messages, options or metadata are invalid; raised before any request",
+    IncidentClass.UNKNOWN: "a failure no other class describes",
+    IncidentClass.FLOW_FAILED: "a flow run failed for a reason no step reported",
+    IncidentClass.CRASHED: "a flow run's process died (killed, out of memory) before it could finish",
+    IncidentClass.CANCELLED: "a flow run was cancelled (reported only where `flow_on_cancellation` is attached)",
+    IncidentClass.DEGRADED: "an explicit `notify_maintenance`: the flow goes on, with less",
+}
+
 
 TRANSIENT_CLASSES: frozenset[IncidentClass] = frozenset(
     {IncidentClass.RATE_LIMIT, IncidentClass.TIMEOUT, IncidentClass.CONNECTION, IncidentClass.UPSTREAM_ERROR}
@@ -78,7 +114,7 @@ class ArcanosError(Exception):
         http_status: The upstream HTTP status when a response was received.
         attempts: How many HTTP attempts were made before failing (0 when none was made).
 
-    Example:
+    Examples:
         >>> try:
         ...     raise ModelEnforcementError("answered by gpt-4o")
         ... except ArcanosError as exc:
@@ -106,7 +142,7 @@ class ArcanosError(Exception):
 class ConfigurationError(ArcanosError):
     """A required setting is missing or a setting has an invalid value.
 
-    Example:
+    Examples:
         >>> raise ConfigurationError(
         ...     "Missing required environment variable: ARCANOS_FINE_TUNED_MODEL"
         ... )  # doctest: +IGNORE_EXCEPTION_DETAIL
@@ -120,7 +156,7 @@ class ConfigurationError(ArcanosError):
 class InvalidReasoningInput(ArcanosError, ValueError):
     """Messages, metadata or options break the input contract; raised before any network call.
 
-    Example:
+    Examples:
         >>> str(InvalidReasoningInput("messages[0].role: must be one of ..."))
         'messages[0].role: must be one of ...'
     """
@@ -135,7 +171,7 @@ class ModelEnforcementError(ArcanosError):
         expected_model: The configured model.
         actual_model: The model that was asked for or that answered.
 
-    Example:
+    Examples:
         >>> err = ModelEnforcementError("wrong model", expected_model="ft:a", actual_model="gpt-4o")
         >>> err.actual_model
         'gpt-4o'
@@ -161,7 +197,7 @@ class ModelEnforcementError(ArcanosError):
 class UpstreamResponseError(ArcanosError):
     """The upstream answered 2xx with a body that is not a valid completion (malformed, non-JSON, wrong shape).
 
-    Example:
+    Examples:
         >>> UpstreamResponseError("not JSON", http_status=200).http_status
         200
     """
@@ -172,7 +208,7 @@ class UpstreamResponseError(ArcanosError):
 class EmptyCompletionError(ArcanosError):
     """The completion has no choices, or its content is empty.
 
-    Example:
+    Examples:
         >>> EmptyCompletionError("no choices").incident_class.value
         'empty_completion'
     """
@@ -183,7 +219,7 @@ class EmptyCompletionError(ArcanosError):
 class IncompleteCompletionError(ArcanosError):
     """The model stopped at its output-token budget (``finish_reason == "length"`` / ``status == "incomplete"``).
 
-    Example:
+    Examples:
         >>> IncompleteCompletionError("length").incident_class.value
         'incomplete_completion'
     """
@@ -197,7 +233,7 @@ class RefusalError(ArcanosError):
     Attributes:
         refusal: The refusal text the model gave, if any.
 
-    Example:
+    Examples:
         >>> RefusalError("refused", refusal="I can't help with that.").refusal
         "I can't help with that."
     """
@@ -263,7 +299,7 @@ def classify(error: BaseException) -> Classification:
     Returns:
         The classification; ``unknown`` for exceptions nothing here knows.
 
-    Example:
+    Examples:
         >>> classify(ConfigurationError("Missing required environment variable: X")).incident_class.value
         'configuration'
         >>> classify(KeyError("x")).incident_class.value

@@ -71,7 +71,7 @@ def _json_problem(value: Any, where: str, depth: int = 0) -> str | None:
 def plain_json(value: Any) -> Any:
     """A copy of checked JSON data as plain dicts and lists, exactly what will be serialised.
 
-    Example:
+    Examples:
         >>> plain_json({"type": "json_schema", "json_schema": {"name": "n", "strict": (True,)}})
         {'type': 'json_schema', 'json_schema': {'name': 'n', 'strict': [True]}}
     """
@@ -105,7 +105,7 @@ def check_messages(messages: Any) -> list[Message]:
     Raises:
         InvalidReasoningInput: Naming the offending index and field.
 
-    Example:
+    Examples:
         >>> check_messages([{"role": "user", "content": "Hello"}])
         [{'role': 'user', 'content': 'Hello'}]
         >>> check_messages([{"role": "robot", "content": "Hi"}])  # doctest: +IGNORE_EXCEPTION_DETAIL
@@ -167,7 +167,7 @@ def check_options(
     Raises:
         InvalidReasoningInput: Naming the option and what it accepts.
 
-    Example:
+    Examples:
         >>> check_options(reasoning_effort="high", max_output_tokens=2048, response_format=None, timeout=30)
     """
     if reasoning_effort is not None and reasoning_effort not in _EFFORTS:
@@ -203,7 +203,7 @@ def check_options(
 def fingerprint(messages: Any) -> tuple[int | None, str | None]:
     """Describe messages without revealing them: their count and the SHA-256 of their canonical JSON.
 
-    Example:
+    Examples:
         >>> count, digest = fingerprint([{"role": "user", "content": "Hi"}])
         >>> count, len(digest)
         (1, 64)

@@ -65,7 +65,7 @@ def is_utf8_encodable(text: str) -> bool:
     Lone surrogates are valid ``str`` but not UTF-8: the SDK would fail while serialising the request, after the
     call looked valid.
 
-    Example:
+    Examples:
         >>> is_utf8_encodable("ok"), is_utf8_encodable("\udc80")
         (True, False)
     """
@@ -109,7 +109,7 @@ def build_metadata(
     Raises:
         InvalidReasoningInput: A key or value breaks OpenAI's limits, naming the key.
 
-    Example:
+    Examples:
         >>> build_metadata({"run": 7, "dry": True, "skip": None}, defaults={"confirmation_token": "ct-1"})
         {'run': '7', 'dry': 'true', 'confirmation_token': 'ct-1'}
     """

@@ -44,7 +44,7 @@ class RequestRateLimiter:
         clock: A monotonic clock in seconds (for tests).
         sleep: How to wait (for tests).
 
-    Example:
+    Examples:
         >>> limiter = RequestRateLimiter(600)           # one request every 100 ms
         >>> limiter.interval
         0.1
@@ -118,7 +118,7 @@ def shared_limiter(settings: ArcanosSettings) -> RequestRateLimiter | None:
     Clients built from settings that differ in anything else (timeouts, retries, webhook) share it, so all the
     requests a process makes with one key count against one limit.
 
-    Example:
+    Examples:
         >>> settings = ArcanosSettings(openai_api_key="sk-example-0000", fine_tuned_model="ft:gpt-5.1:a::x",
         ...                            requests_per_minute=600, _env_file=None)
         >>> shared_limiter(settings) is shared_limiter(settings.model_copy(update={"max_retries": 0}))

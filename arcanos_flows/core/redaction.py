@@ -40,7 +40,7 @@ def register_secret(secret: str | None) -> None:
         secret: The secret value; ``None`` and very short values are ignored (redacting ``"abc"``
             everywhere would mangle ordinary text).
 
-    Example:
+    Examples:
         >>> register_secret("hunter2-but-longer")
         >>> redact("password is hunter2-but-longer")
         'password is [REDACTED]'
@@ -61,7 +61,7 @@ def redact(text: str) -> str:
     Returns:
         The text with every secret replaced by ``[REDACTED]``.
 
-    Example:
+    Examples:
         >>> redact("Incorrect API key provided: sk-proj-abcdefghijkl")
         'Incorrect API key provided: [REDACTED]'
         >>> redact("Authorization: Bearer abc.def")
@@ -84,7 +84,7 @@ def redact_data(value: Any) -> Any:
     Mappings become dicts and sequences lists; structures nested deeper than 32 levels (or
     containing themselves) are replaced by a placeholder rather than passed through unredacted.
 
-    Example:
+    Examples:
         >>> redact_data({"note": "key sk-abcdefghijkl", "n": 1})
         {'note': 'key [REDACTED]', 'n': 1}
     """
@@ -109,7 +109,7 @@ def mask(secret: str | None) -> str:
     Secrets shorter than 12 characters show no prefix at all: three characters of a short secret
     give too much away.
 
-    Example:
+    Examples:
         >>> mask("sk-proj-abcdefghijkl")
         'sk-…(20 chars)'
         >>> mask("hunter2")
@@ -130,7 +130,7 @@ class RedactingFilter(logging.Filter):
     upstream chose, httpcore logs whole response headers at DEBUG), so an upstream echoing the key
     cannot put it into a log file.
 
-    Example:
+    Examples:
         >>> record = logging.LogRecord("openai", logging.DEBUG, "x.py", 1, "id: %s", ("sk-abcdefghijkl",), None)
         >>> RedactingFilter().filter(record), record.getMessage()
         (True, 'id: [REDACTED]')
@@ -157,7 +157,7 @@ def redact_logs(*names: str) -> None:
     A logger's filters only see records logged on that very logger, so the names are the emitting
     modules' loggers, not their packages'.
 
-    Example:
+    Examples:
         >>> redact_logs("example.module")
         >>> RedactingFilter in {type(f) for f in logging.getLogger("example.module").filters}
         True

@@ -12,7 +12,7 @@ __all__ = ["ReasoningResult", "Usage"]
 class Usage(BaseModel):
     """Tokens one call spent, named the same for Chat Completions and the Responses API.
 
-    Example:
+    Examples:
         >>> Usage(input_tokens=12, output_tokens=30, reasoning_tokens=20, total_tokens=42).output_tokens
         30
     """
@@ -60,7 +60,7 @@ class ReasoningResult(BaseModel):
         attempts: HTTP attempts the call took (1 without retries).
         api: ``chat`` or ``responses``.
 
-    Example:
+    Examples:
         >>> result = ReasoningResult(content="Three layers.", model="ft:gpt-5.1:arcanos::abc",
         ...                          response_id="chatcmpl-1", api="chat")
         >>> result["content"]

@@ -23,9 +23,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from arcanos_flows.core.errors import ConfigurationError
 from arcanos_flows.core.redaction import redact, register_secret
 
-__all__ = ["ArcanosSettings", "NotifierSettings", "default_incident_spool"]
+__all__ = [
+    "CREDENTIALS_BLOCK_VARIABLE",
+    "ENV_FILE_VARIABLE",
+    "ArcanosSettings",
+    "NotifierSettings",
+    "default_incident_spool",
+]
 
 ENV_FILE_VARIABLE = "ARCANOS_ENV_FILE"
+CREDENTIALS_BLOCK_VARIABLE = "ARCANOS_CREDENTIALS_BLOCK"
+"""Names a Prefect ``ArcanosCredentials`` block to load the settings from (:mod:`arcanos_flows.prefect.credentials`)."""
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,255}")
 _WEBHOOK_SECRET = re.compile(r"whsec_([A-Za-z0-9+/]+={0,2})")
 _MIN_SECRET_BYTES = 16
@@ -38,7 +46,7 @@ _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]")
 def default_incident_spool() -> Path:
     """The per-user folder where undelivered incidents wait: ``$XDG_STATE_HOME/arcanos-flows/incidents``.
 
-    Example:
+    Examples:
         >>> default_incident_spool().name
         'incidents'
     """
@@ -128,7 +136,7 @@ class NotifierSettings(BaseSettings):
 
     No API key or model is required, so a notifier works in any process.
 
-    Example:
+    Examples:
         >>> settings = NotifierSettings(maintenance_webhook=None, _env_file=None)
         >>> settings.maintenance_webhook is None
         True
@@ -142,11 +150,36 @@ class NotifierSettings(BaseSettings):
         frozen=True,
     )
 
-    allow_insecure_webhook: bool = Field(False, validation_alias="ARCANOS_ALLOW_INSECURE_WEBHOOK")
-    maintenance_webhook: str | None = Field(None, validation_alias="ARCANOS_MAINTENANCE_WEBHOOK")
-    webhook_secret: SecretStr | None = Field(None, validation_alias="ARCANOS_WEBHOOK_SECRET")
-    webhook_timeout: float = Field(10.0, gt=0, le=120, validation_alias="ARCANOS_WEBHOOK_TIMEOUT")
-    incident_spool: Path = Field(default_factory=default_incident_spool, validation_alias="ARCANOS_INCIDENT_SPOOL")
+    allow_insecure_webhook: bool = Field(
+        False,
+        validation_alias="ARCANOS_ALLOW_INSECURE_WEBHOOK",
+        description="`1` allows a plain `http://` webhook to a non-loopback host",
+        json_schema_extra={"shown_default": "`0`"},
+    )
+    maintenance_webhook: str | None = Field(
+        None,
+        validation_alias="ARCANOS_MAINTENANCE_WEBHOOK",
+        description="where incidents are POSTed; `https://` only, except loopback hosts",
+        json_schema_extra={"shown_default": "stdout"},
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        validation_alias="ARCANOS_WEBHOOK_SECRET",
+        description="Standard Webhooks secret (`whsec_` + base64 of at least 16 bytes); when set every POST is signed",
+    )
+    webhook_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        validation_alias="ARCANOS_WEBHOOK_TIMEOUT",
+        description="seconds per webhook attempt",
+    )
+    incident_spool: Path = Field(
+        default_factory=default_incident_spool,
+        validation_alias="ARCANOS_INCIDENT_SPOOL",
+        description="folder where undelivered incidents wait",
+        json_schema_extra={"shown_default": "`$XDG_STATE_HOME/arcanos-flows/incidents` (`~/.local/state/...`)"},
+    )
 
     def __init__(self, **values: Any) -> None:
         if "_env_file" not in values:
@@ -229,25 +262,10 @@ class NotifierSettings(BaseSettings):
 class ArcanosSettings(NotifierSettings):
     """Everything the reasoning client needs, plus the notifier settings it reports through.
 
-    Attributes:
-        openai_api_key: ``OPENAI_API_KEY`` (required, a secret).
-        fine_tuned_model: ``ARCANOS_FINE_TUNED_MODEL`` (required): the one model every request uses.
-        openai_base_url: ``OPENAI_BASE_URL``: an OpenAI-compatible endpoint.
-        openai_api: ``ARCANOS_OPENAI_API``: ``chat`` (Chat Completions) or ``responses``.
-        confirmation_token: ``ARCANOS_CONFIRMATION_TOKEN``: added to every request's metadata.
-        store: ``ARCANOS_STORE``: send metadata with ``store=true`` (default) or keep it local.
-        request_timeout: ``ARCANOS_REQUEST_TIMEOUT``: seconds per HTTP attempt.
-        max_retries: ``ARCANOS_MAX_RETRIES``: SDK retries after the first attempt (plain client only).
-        task_retries: ``ARCANOS_TASK_RETRIES``: Prefect retries of a reasoning step on transient failures.
-        task_retry_delay: ``ARCANOS_TASK_RETRY_DELAY``: first Prefect retry delay in seconds (doubles each time).
-        incident_include_prompt: ``ARCANOS_INCIDENT_INCLUDE_PROMPT``: opt in to incidents carrying the
-            failed call's messages (redacted, the most recent first, at most 4 KiB) in ``context.messages``.
-        requests_per_minute: ``ARCANOS_REQUESTS_PER_MINUTE``: space this process's requests to the endpoint to
-            at most this many per minute (:mod:`arcanos_flows.core.ratelimit`); unset or ``0``: no limit.
-        step_cache_expiration: ``ARCANOS_STEP_CACHE_EXPIRATION``: seconds a cached reasoning step stays valid,
-            when caching is turned on (:mod:`arcanos_flows.prefect.caching`).
+    Each field reads the environment variable of its ``validation_alias``; its ``description`` is that variable's
+    documentation (the configuration reference of the docs is generated from these fields).
 
-    Example:
+    Examples:
         >>> settings = ArcanosSettings(
         ...     openai_api_key="sk-example-key",
         ...     fine_tuned_model="ft:gpt-5.1:arcanos::abc123",
@@ -257,20 +275,98 @@ class ArcanosSettings(NotifierSettings):
         'chat'
     """
 
-    openai_api_key: SecretStr = Field(validation_alias="OPENAI_API_KEY")
-    fine_tuned_model: str = Field(validation_alias="ARCANOS_FINE_TUNED_MODEL")
-    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
-    openai_api: Literal["chat", "responses"] = Field("chat", validation_alias="ARCANOS_OPENAI_API")
-    confirmation_token: str | None = Field(None, max_length=512, validation_alias="ARCANOS_CONFIRMATION_TOKEN")
-    store: bool = Field(True, validation_alias="ARCANOS_STORE")
-    request_timeout: float = Field(120.0, gt=0, le=3600, validation_alias="ARCANOS_REQUEST_TIMEOUT")
-    max_retries: int = Field(2, ge=0, le=10, validation_alias="ARCANOS_MAX_RETRIES")
-    task_retries: int = Field(3, ge=0, le=10, validation_alias="ARCANOS_TASK_RETRIES")
-    task_retry_delay: float = Field(2.0, ge=0, le=600, validation_alias="ARCANOS_TASK_RETRY_DELAY")
-    incident_include_prompt: bool = Field(False, validation_alias="ARCANOS_INCIDENT_INCLUDE_PROMPT")
-    requests_per_minute: int | None = Field(None, ge=0, le=10_000_000, validation_alias="ARCANOS_REQUESTS_PER_MINUTE")
+    openai_api_key: SecretStr = Field(
+        validation_alias="OPENAI_API_KEY",
+        description="API key (printable ASCII, no spaces or line breaks); held as a secret, never printed or logged",
+    )
+    fine_tuned_model: str = Field(
+        validation_alias="ARCANOS_FINE_TUNED_MODEL",
+        description="the one model every request uses (letters, digits and `. _ : - /`)",
+    )
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias="OPENAI_BASE_URL",
+        description="an OpenAI-compatible endpoint (proxy, local server, tests)",
+        json_schema_extra={"shown_default": "OpenAI"},
+    )
+    openai_api: Literal["chat", "responses"] = Field(
+        "chat",
+        validation_alias="ARCANOS_OPENAI_API",
+        description="`chat` (Chat Completions) or `responses` (Responses API)",
+    )
+    confirmation_token: str | None = Field(
+        None,
+        max_length=512,
+        validation_alias="ARCANOS_CONFIRMATION_TOKEN",
+        description=(
+            "added to every request's metadata as `confirmation_token` (a caller's own `confirmation_token` wins)"
+        ),
+    )
+    store: bool = Field(
+        True,
+        validation_alias="ARCANOS_STORE",
+        description=(
+            "`true`: requests carry the metadata with `store=true`; `false`: metadata is kept locally (in results"
+            " and incidents) and not sent"
+        ),
+    )
+    request_timeout: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        validation_alias="ARCANOS_REQUEST_TIMEOUT",
+        description="seconds per HTTP attempt to OpenAI",
+    )
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        validation_alias="ARCANOS_MAX_RETRIES",
+        description=(
+            "SDK retries of the plain client (see [attempt "
+            "counts](../concepts/incidents.md#retries-and-attempt-counts))"
+        ),
+    )
+    task_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        validation_alias="ARCANOS_TASK_RETRIES",
+        description="Prefect retries of a reasoning step on transient failures",
+    )
+    task_retry_delay: float = Field(
+        2.0,
+        ge=0,
+        le=600,
+        validation_alias="ARCANOS_TASK_RETRY_DELAY",
+        description="first Prefect retry delay in seconds, doubling, with jitter",
+    )
+    incident_include_prompt: bool = Field(
+        False,
+        validation_alias="ARCANOS_INCIDENT_INCLUDE_PROMPT",
+        description=(
+            "`1`: incidents of failed calls carry the messages in `context.messages` (secrets redacted, most "
+            "recent first, at most 4 KiB in all); off by default because prompts may hold personal data"
+        ),
+        json_schema_extra={"shown_default": "`0`"},
+    )
+    requests_per_minute: int | None = Field(
+        None,
+        ge=0,
+        le=10_000_000,
+        validation_alias="ARCANOS_REQUESTS_PER_MINUTE",
+        description=(
+            "space this process's requests to the endpoint evenly, at most this many per minute, SDK retries "
+            "included (`0` or unset: no limit; see [rate limits](../how-to/caching-and-rate-limits.md))"
+        ),
+        json_schema_extra={"shown_default": "off"},
+    )
     step_cache_expiration: float = Field(
-        86_400.0, gt=0, le=366 * 86_400, validation_alias="ARCANOS_STEP_CACHE_EXPIRATION"
+        86_400.0,
+        gt=0,
+        le=366 * 86_400,
+        validation_alias="ARCANOS_STEP_CACHE_EXPIRATION",
+        description="seconds a cached reasoning step stays valid, when caching is on (`research_flow(cache=True)`)",
     )
 
     @field_validator("openai_api_key")

@@ -74,7 +74,7 @@ def bound_response_body(response: httpx2.Response) -> None:
     as soon as more than the limit has arrived. Refusals raise :class:`UpstreamResponseError`, which
     the SDK lets through unchanged (it only wraps transport errors) without another attempt.
 
-    Example:
+    Examples:
         >>> import httpx2
         >>> response = httpx2.Response(200, headers={"content-length": str(MAX_BODY_BYTES + 1)},
         ...                            request=httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions"))
@@ -127,7 +127,7 @@ Api = Literal["chat", "responses"]
 def request_id_of(headers: Mapping[str, str]) -> str | None:
     """The upstream's ``x-request-id``, redacted: a proxy may echo anything there, the API key included.
 
-    Example:
+    Examples:
         >>> request_id_of({"x-request-id": "req_123"})
         'req_123'
         >>> request_id_of({"x-request-id": "sk-proj-abcdefghijkl"})
@@ -190,7 +190,7 @@ def request_body(
         The request body; Chat Completions requests carry ``store=true`` whenever they carry metadata,
         because the API rejects metadata otherwise.
 
-    Example:
+    Examples:
         >>> request_body("chat", model="ft:m", messages=[{"role": "user", "content": "Hi"}],
         ...              metadata={"run": "1"}, reasoning_effort=None, max_output_tokens=None,
         ...              response_format=None)

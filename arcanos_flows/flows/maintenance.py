@@ -31,7 +31,7 @@ def maintenance_check_flow() -> ReasoningResult:
     Returns:
         The model's answer; also published as the artifact ``arcanos-maintenance-check``.
 
-    Example:
+    Examples:
         Run it once, or deploy it with an hourly interval (``prefect.yaml``)::
 
             from arcanos_flows.flows.maintenance import maintenance_check_flow

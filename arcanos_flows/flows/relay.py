@@ -85,7 +85,7 @@ def incident_relay_flow(flow_run_id: str) -> Incident | None:
     Returns:
         The incident delivered (or spooled), or ``None`` when there was nothing to report.
 
-    Example:
+    Examples:
         Run it by hand for a run the automation missed::
 
             from arcanos_flows.flows.relay import incident_relay_flow

@@ -5,7 +5,7 @@
 and :mod:`~arcanos_flows.incidents.outbox` the on-disk spool of incidents the webhook did not take. Names are
 imported on first use.
 
-Example:
+Examples:
     >>> from arcanos_flows.errors import ConfigurationError
     >>> from arcanos_flows.incidents import Incident
     >>> Incident.from_exception(ConfigurationError("Missing ...")).error_type

@@ -106,7 +106,7 @@ class Incident(BaseModel):
         messages_sha256: SHA-256 of the messages' canonical JSON, to correlate without revealing.
         context: Open object for the caller's context (Prefect run ids, ...).
 
-    Example:
+    Examples:
         >>> incident = Incident.from_exception(TimeoutError("upstream slow"), source="notebook")
         >>> incident.incident_class.value, incident.error_type
         ('unknown', 'builtins.TimeoutError')
@@ -191,7 +191,7 @@ class Incident(BaseModel):
             incident_class: Override the classification (e.g. Prefect's ``crashed``).
             **fields: Any other :class:`Incident` field (``model``, ``metadata``, ``context``, ...).
 
-        Example:
+        Examples:
             >>> from arcanos_flows.core.errors import ConfigurationError
             >>> Incident.from_exception(ConfigurationError("Missing ...")).incident_class.value
             'configuration'
@@ -222,7 +222,7 @@ def prompt_excerpt(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     content redacted and cut to fit, at most :data:`MAX_PROMPT_BYTES` of content in all; older
     messages that do not fit are counted in ``messages_omitted``.
 
-    Example:
+    Examples:
         >>> prompt_excerpt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "key sk-abcdefghijkl?"}])
         {'messages': [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'key [REDACTED]?'}], 'messages_omitted': 0}
     """  # noqa: E501 - a doctest line
@@ -253,7 +253,7 @@ def attach_incident(error: BaseException, incident: Incident) -> None:
 def attached_incident(error: BaseException) -> Incident | None:
     """The incident :func:`attach_incident` recorded on this exception, if any.
 
-    Example:
+    Examples:
         >>> error = RuntimeError("boom")
         >>> attach_incident(error, Incident.from_exception(error))
         >>> attached_incident(error).error_type

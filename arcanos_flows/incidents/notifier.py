@@ -63,7 +63,7 @@ class FlushReport:
 def _retry_after(value: str | None) -> float | None:
     """Seconds a ``Retry-After`` header asks for, or ``None`` when absent or unparseable.
 
-    Example:
+    Examples:
         >>> _retry_after("2"), _retry_after("-5"), _retry_after("soon"), _retry_after("nan")
         (2.0, 0.0, None, None)
         >>> _retry_after("Wed, 21 Oct 2015 07:28:00 GMT")
@@ -105,7 +105,7 @@ class MaintenanceNotifier:
         backoff: First wait between attempts in seconds; doubles each time.
         source: The ``source`` field of incidents built here from exceptions.
 
-    Example:
+    Examples:
         >>> from arcanos_flows.core.settings import NotifierSettings
         >>> notifier = MaintenanceNotifier(NotifierSettings(_env_file=None, maintenance_webhook=None))
         >>> incident = notifier.notify(RuntimeError("disk full"), step="plan")  # doctest: +ELLIPSIS
@@ -134,7 +134,7 @@ class MaintenanceNotifier:
     def to_stdout(cls) -> MaintenanceNotifier:
         """A notifier that only prints, for when the configured one cannot be built.
 
-        Example:
+        Examples:
             >>> MaintenanceNotifier.to_stdout().webhook_url is None
             True
         """
@@ -174,7 +174,7 @@ class MaintenanceNotifier:
     def flush(self) -> FlushReport:
         """Deliver every spooled incident (each with its original ``webhook-id``); never raises.
 
-        Example:
+        Examples:
             >>> MaintenanceNotifier.to_stdout().flush()
             FlushReport(delivered=0, remaining=0)
         """

@@ -38,7 +38,7 @@ class Outbox:
     Args:
         directory: The spool folder; created (mode 0700) on first write.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from arcanos_flows.incidents.model import Incident
         >>> outbox = Outbox(Path(tempfile.mkdtemp()))

@@ -9,7 +9,7 @@ hooks and tags the run. Modules: :mod:`~arcanos_flows.prefect.tasks`, :mod:`~arc
 (:mod:`arcanos_flows.flows`) are re-exported here too. Names are imported on first use, so a flow module can
 import this package without a circle.
 
-Example:
+Examples:
     >>> from arcanos_flows.prefect import arcanos_flow, run_reasoning
     >>> run_reasoning.name
     'arcanos-reasoning'

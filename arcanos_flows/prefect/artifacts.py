@@ -26,7 +26,7 @@ _ANSWER_LIMIT = 2000
 def check_markdown(result: ReasoningResult | None, error: BaseException | None = None) -> str:
     """The Markdown of a maintenance check: the answering model, usage and request id, or the failure.
 
-    Example:
+    Examples:
         >>> result = ReasoningResult(content="Three layers.", model="ft:gpt-5.1:a::x", response_id="chatcmpl-1")
         >>> check_markdown(result).splitlines()[0]
         '# Maintenance check: ok'

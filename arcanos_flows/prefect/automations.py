@@ -11,7 +11,7 @@ forever and reports nothing. :func:`install_automations` closes that gap on the 
    relay deployment (:func:`arcanos_flows.flows.relay.incident_relay_flow`) with the run's id; the relay reports what
    no hook reported, under the incident id a hook would have used.
 
-Example:
+Examples:
     Deploy the relay (``prefect deploy --name incident-relay``), then, once per server::
 
         from arcanos_flows.prefect.automations import install_automations
@@ -89,7 +89,7 @@ def zombie_automation(heartbeat_grace: timedelta = DEFAULT_HEARTBEAT_GRACE) -> A
     Raises:
         ValueError: The grace is not longer than the 30 s minimum heartbeat interval.
 
-    Example:
+    Examples:
         >>> zombie_automation().trigger.within.total_seconds()
         90.0
     """
@@ -134,7 +134,7 @@ def relay_automation(relay_deployment_id: Any) -> Automation:
     Args:
         relay_deployment_id: The id of the relay deployment.
 
-    Example:
+    Examples:
         >>> import uuid
         >>> relay_automation(uuid.UUID(int=1)).actions[0].parameters
         {'flow_run_id': {'__prefect_kind': 'jinja', 'template': '{{ flow_run.id }}'}}
@@ -209,7 +209,7 @@ def install_automations(
         ConfigurationError: The relay deployment does not exist on the server.
         ValueError: ``heartbeat_grace`` is not longer than the 30 s minimum heartbeat interval.
 
-    Example:
+    Examples:
         Against a server where ``prefect deploy --all`` ran::
 
             from datetime import timedelta
@@ -237,7 +237,7 @@ def uninstall_automations() -> int:
     Returns:
         How many automations were deleted (0 when none were installed).
 
-    Example:
+    Examples:
         ::
 
             from arcanos_flows.prefect.automations import uninstall_automations

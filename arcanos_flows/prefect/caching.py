@@ -65,7 +65,7 @@ def reasoning_cache_key(
     Raises:
         InvalidReasoningInput: The messages or options break the input contract.
 
-    Example:
+    Examples:
         >>> ask = [{"role": "user", "content": "List the confirmation layers."}]
         >>> key = reasoning_cache_key("ft:gpt-5.1:arcanos::x", "chat", ask)
         >>> key == reasoning_cache_key("ft:gpt-5.1:arcanos::x", "chat", ask), key.startswith(KEY_PREFIX)
@@ -101,7 +101,7 @@ class ReasoningCachePolicy(CachePolicy):
     the environment). When the settings or the inputs are invalid there is no key, so nothing is cached and
     the step fails as it would without caching.
 
-    Example:
+    Examples:
         >>> from datetime import timedelta
         >>> from arcanos_flows.prefect.tasks import run_reasoning
         >>> cached = run_reasoning.with_options(

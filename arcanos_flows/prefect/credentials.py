@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from arcanos_flows.core.errors import ConfigurationError
 from arcanos_flows.core.redaction import register_secret
-from arcanos_flows.core.settings import ArcanosSettings, NotifierSettings
+from arcanos_flows.core.settings import CREDENTIALS_BLOCK_VARIABLE, ArcanosSettings, NotifierSettings
 
 __all__ = [
     "CREDENTIALS_BLOCK_VARIABLE",
@@ -23,8 +23,6 @@ __all__ = [
     "register_environment_secrets",
     "resolve_settings",
 ]
-
-CREDENTIALS_BLOCK_VARIABLE = "ARCANOS_CREDENTIALS_BLOCK"
 
 
 class ArcanosCredentials(Block):
@@ -41,7 +39,7 @@ class ArcanosCredentials(Block):
         webhook_secret: ``ARCANOS_WEBHOOK_SECRET``.
         confirmation_token: ``ARCANOS_CONFIRMATION_TOKEN``.
 
-    Example:
+    Examples:
         Save once, then every flow run (and every worker) can load it::
 
             from arcanos_flows.prefect.credentials import ArcanosCredentials
@@ -98,7 +96,7 @@ class ArcanosCredentials(Block):
         Raises:
             ConfigurationError: A webhook setting is invalid.
 
-        Example:
+        Examples:
             ::
 
                 notifier = MaintenanceNotifier(ArcanosCredentials.load("arcanos").get_notifier_settings())
@@ -119,7 +117,7 @@ def resolve_settings(credentials: ArcanosCredentials | None = None) -> ArcanosSe
     Raises:
         ConfigurationError: Settings are incomplete or invalid, or the named block cannot be loaded.
 
-    Example:
+    Examples:
         With ``ARCANOS_CREDENTIALS_BLOCK=arcanos`` set on the worker::
 
             settings = resolve_settings()   # ArcanosCredentials.load("arcanos").get_settings()
@@ -138,7 +136,7 @@ def load_notifier_settings() -> NotifierSettings:
     Raises:
         ConfigurationError: The named block cannot be loaded, or a webhook setting is invalid.
 
-    Example:
+    Examples:
         With ``ARCANOS_CREDENTIALS_BLOCK=arcanos`` set on the worker::
 
             load_notifier_settings().maintenance_webhook   # the block's webhook
@@ -153,7 +151,7 @@ def register_environment_secrets() -> None:
     Settings register their secrets when they are loaded; a process that only reports (a hook, the incident relay)
     loads the notifier settings alone, so an API key quoted in what it reports would otherwise go out as is.
 
-    Example:
+    Examples:
         With ``OPENAI_API_KEY=proxy-key-0123456789`` and no model configured::
 
             register_environment_secrets()

@@ -90,7 +90,7 @@ class ArcanosFlow(Flow[P, R]):
     deployments set theirs in ``prefect.yaml``, and ``serve``/``to_deployment`` take ``tags=``. The task runs
     inside are not tagged (see the module's docstring).
 
-    Example:
+    Examples:
         >>> from prefect import task
         >>> @task
         ... def step() -> str: return "answered"
@@ -134,7 +134,7 @@ def arcanos_flow(**options: Any) -> Callable[[Callable[P, R]], ArcanosFlow[P, R]
     Args:
         **options: Any :class:`prefect.Flow` option (``name``, ``description``...).
 
-    Example:
+    Examples:
         >>> @arcanos_flow(name="nightly-audit")
         ... def nightly_audit() -> None: ...
         >>> nightly_audit.on_crashed_hooks == [hooks.flow_on_crashed]

@@ -29,7 +29,7 @@ def emit_incident_event(incident: Incident) -> bool:
     Returns:
         Whether an event was handed to Prefect's events client (``False`` outside any Prefect API).
 
-    Example:
+    Examples:
         Find a run's incidents, as the automation relay does::
 
             from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter

@@ -64,7 +64,7 @@ def bind_notifier(task_run_id: uuid.UUID, notifier: MaintenanceNotifier | None) 
     The reasoning tasks bind the notifier of the settings they ran with, so a task given explicit
     credentials reports to the webhook of those credentials. The hook unbinds it when it reports.
 
-    Example:
+    Examples:
         Inside your own task, send its failure to another webhook::
 
             from prefect import runtime, task
@@ -87,7 +87,7 @@ def environment_notifier() -> MaintenanceNotifier:
     The webhook and secret come from the block named by ``ARCANOS_CREDENTIALS_BLOCK`` when set, else from
     the environment and ``.env``; a configuration problem is logged and incidents are printed instead.
 
-    Example:
+    Examples:
         ::
 
             environment_notifier().webhook_url   # 'https://maintenance.example.com/incidents'
@@ -117,7 +117,7 @@ def report(incident: Incident, notifier: MaintenanceNotifier | None = None) -> I
     Returns:
         The incident as delivered, spooled or printed.
 
-    Example:
+    Examples:
         ::
 
             report(Incident(incident_class="degraded", reason="synthesis is partial", error_type="my_flow",
@@ -159,7 +159,7 @@ def _mark(error: BaseException | None, incident: Incident) -> None:
 def task_on_failure(task: Task[Any, Any], task_run: TaskRun, state: State) -> None:
     """``on_failure`` hook for tasks: one incident after the last retry, with the Prefect context.
 
-    Example:
+    Examples:
         >>> from prefect import task
         >>> @task(retries=2, on_failure=[task_on_failure])
         ... def fetch_sources(): ...
@@ -228,7 +228,7 @@ def _flow_incident(
 def flow_on_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
     """``on_failure`` hook for flows: a ``flow_failed`` incident unless a task already reported the root cause.
 
-    Example:
+    Examples:
         >>> from prefect import flow
         >>> @flow(on_failure=[flow_on_failure])
         ... def nightly(): ...
@@ -256,7 +256,7 @@ def flow_on_crashed(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> No
 
     Prefect runs it in the runner or worker that watched the crashed process.
 
-    Example:
+    Examples:
         >>> from prefect import flow
         >>> @flow(on_crashed=[flow_on_crashed])
         ... def nightly(): ...
@@ -273,7 +273,7 @@ def flow_on_cancellation(flow: Flow[Any, Any], flow_run: FlowRun, state: State) 
 
     Not attached to the bundled flows: a person cancelling a run is not an incident.
 
-    Example:
+    Examples:
         >>> from prefect import flow
         >>> @flow(on_cancellation=[flow_on_cancellation])
         ... def must_finish(): ...

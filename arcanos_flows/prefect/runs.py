@@ -33,7 +33,7 @@ def incident_id_for(
 ) -> uuid.UUID:
     """The incident id of a run's root cause: the same whoever reports it (hook, spool replay, automation relay).
 
-    Example:
+    Examples:
         >>> a = incident_id_for("8a4c...", None, "crashed")
         >>> a == incident_id_for("8a4c...", None, "crashed"), a == incident_id_for("8a4c...", None, "flow_failed")
         (True, False)
@@ -47,7 +47,7 @@ def state_exception(state: State) -> BaseException | None:
     Prefect's ``State.result`` returns a coroutine when called from an async flow or task, so hooks and
     ``retry_condition_fn`` of async runs would otherwise see no exception at all.
 
-    Example:
+    Examples:
         >>> from prefect.states import Failed
         >>> state_exception(Failed(data=TimeoutError("upstream slow")))
         TimeoutError('upstream slow')
@@ -66,7 +66,7 @@ def state_exception(state: State) -> BaseException | None:
 def ui_url_for(flow_run_id: uuid.UUID | str) -> str | None:
     """A link to the flow run in the Prefect UI, when ``PREFECT_UI_URL`` (or an API URL it derives from) is set.
 
-    Example:
+    Examples:
         >>> from prefect.settings import PREFECT_UI_URL, temporary_settings
         >>> with temporary_settings({PREFECT_UI_URL: "https://prefect.example.com"}):
         ...     ui_url_for("0d6c2a7e-5d2e-4e8f-9d0b-6c3a1f2e4b5c")
@@ -101,7 +101,7 @@ def request_identity() -> dict[str, str]:
         ``prefect.flow_run_id``, ``prefect.task_run_id``, ``prefect.flow`` and ``prefect.deployment`` (those that
         apply); empty outside Prefect.
 
-    Example:
+    Examples:
         >>> request_identity()  # outside any flow or task run
         {}
     """
@@ -134,7 +134,7 @@ def run_context(
 
     Without arguments it describes the current flow run, if any.
 
-    Example:
+    Examples:
         >>> from prefect.states import Crashed
         >>> run_context(state=Crashed(message="process killed"), flow_name="arcanos-research")
         {'flow_name': 'arcanos-research', 'final_state': 'Crashed', 'state_message': 'process killed'}

@@ -63,7 +63,7 @@ def shared_client(settings: ArcanosSettings) -> ArcanosPythonClient:
 
     Inside tasks the SDK does not retry (``max_retries=0``); Prefect's task retries do.
 
-    Example:
+    Examples:
         >>> settings = ArcanosSettings(openai_api_key="sk-example-0000", fine_tuned_model="ft:gpt-5.1:a::x",
         ...                            _env_file=None)
         >>> shared_client(settings) is shared_client(settings)
@@ -83,7 +83,7 @@ def with_retries(step_task: Task[P, R], settings: ArcanosSettings) -> Task[P, R]
 
     The decorators' defaults are 3 retries from a 2 s delay; flows apply the configured policy with this.
 
-    Example:
+    Examples:
         >>> settings = ArcanosSettings(openai_api_key="sk-example-0000", fine_tuned_model="ft:gpt-5.1:a::x",
         ...                            task_retries=1, _env_file=None)
         >>> with_retries(run_reasoning, settings).retries
@@ -111,7 +111,7 @@ def with_cache(step_task: Task[P, R], *, expiration: timedelta | None = DEFAULT_
     Returns:
         A copy of the task with caching on.
 
-    Example:
+    Examples:
         >>> from datetime import timedelta
         >>> cached = with_cache(run_reasoning, expiration=timedelta(hours=6))
         >>> cached.persist_result, cached.cache_expiration
@@ -123,7 +123,7 @@ def with_cache(step_task: Task[P, R], *, expiration: timedelta | None = DEFAULT_
 def retry_transient_failures(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
     """``retry_condition_fn``: retry only ``rate_limit``, ``timeout``, ``connection`` and ``upstream_error``.
 
-    Example:
+    Examples:
         >>> from prefect import task
         >>> @task(retries=3, retry_condition_fn=retry_transient_failures)
         ... def step(): ...
@@ -231,7 +231,7 @@ def run_reasoning(
     Returns:
         The :class:`ReasoningResult`, with usage, request id and attempts.
 
-    Example:
+    Examples:
         >>> from prefect import flow
         >>> @flow
         ... def audit(token: str) -> str:
@@ -274,7 +274,7 @@ def run_simple_prompt(
         system: Optional system message.
         credentials: An :class:`ArcanosCredentials` block, as for :func:`run_reasoning`.
 
-    Example:
+    Examples:
         >>> from prefect import flow
         >>> @flow
         ... def status() -> str:
@@ -302,7 +302,7 @@ def notify_maintenance(
     Returns:
         The incident, as delivered, spooled or printed.
 
-    Example:
+    Examples:
         >>> from prefect import flow
         >>> @flow
         ... def research():

@@ -7,7 +7,7 @@ OpenAI server answers by arrival order (``script``) or by what a request asks (`
 enforce a requests-per-minute limit (``requests_per_minute=``, ``--rpm``), and serves its counters
 at ``GET /_stats``.
 
-Example:
+Examples:
     >>> from arcanos_flows.testing import FakeOpenAIServer, Reply
     >>> with FakeOpenAIServer() as server:
     ...     server.script(Reply.error(500))

@@ -24,7 +24,7 @@ def chat_completion(body: dict[str, Any], reply: Reply, model: str, number: int)
     Returns:
         The completion, usage counting words as tokens.
 
-    Example:
+    Examples:
         >>> body = {"model": "gpt-5.1", "messages": [{"role": "user", "content": "Any news?"}]}
         >>> completion = chat_completion(body, Reply(), "gpt-5.1", 7)
         >>> completion["id"], completion["choices"][0]["message"]["content"], completion["usage"]["total_tokens"]

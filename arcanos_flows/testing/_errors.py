@@ -36,7 +36,7 @@ def error_body(message: str, error_type: str, code: str | None, *, param: str | 
     Returns:
         The body.
 
-    Example:
+    Examples:
         >>> error_body("Invalid request.", "invalid_request_error", None)
         b'{"error": {"message": "Invalid request.", "type": "invalid_request_error", "param": null, "code": null}}'
     """
@@ -75,7 +75,7 @@ def scripted_error(reply: Reply, model: str | None) -> bytes:
 def default_error_type(status: int, code: str | None) -> str:
     """Return the ``error.type`` the real API sends with ``status`` and ``code``.
 
-    Example:
+    Examples:
         >>> default_error_type(503, None), default_error_type(429, "insufficient_quota"), default_error_type(400, None)
         ('server_error', 'insufficient_quota', 'invalid_request_error')
     """

@@ -43,7 +43,7 @@ def format_url_host(host: str) -> str:
     Returns:
         The host, bracketed when it is an IPv6 literal.
 
-    Example:
+    Examples:
         >>> format_url_host("::1"), format_url_host("127.0.0.1")
         ('[::1]', '127.0.0.1')
     """
@@ -59,7 +59,7 @@ def parse_json(raw: bytes) -> Any:
     Returns:
         The parsed value, or ``None`` when the body is empty or not JSON.
 
-    Example:
+    Examples:
         >>> parse_json(b'{"a": 1}'), parse_json(b"<html>"), parse_json(b"")
         ({'a': 1}, None, None)
     """
@@ -80,7 +80,7 @@ def dump_json(value: Any) -> bytes:
     Returns:
         The body bytes.
 
-    Example:
+    Examples:
         >>> dump_json({"ok": True, "error": None})
         b'{"ok": true, "error": null}'
     """
@@ -96,7 +96,7 @@ def format_seconds(seconds: float) -> str:
     Returns:
         The header value.
 
-    Example:
+    Examples:
         >>> format_seconds(2.0), format_seconds(0.5)
         ('2', '0.5')
     """
@@ -110,7 +110,7 @@ class QuietHTTPServer(ThreadingHTTPServer):
         owner: The test double the handlers serve (read by handlers through ``self.server.owner``).
         stopping: Set when the server is being stopped; handlers sleep on it so delays end at once.
 
-    Example:
+    Examples:
         >>> server = QuietHTTPServer(("127.0.0.1", 0), QuietHandler, owner=None)
         >>> server.server_address[1] > 0
         True
@@ -171,7 +171,7 @@ class QuietHTTPServer(ThreadingHTTPServer):
 class QuietHandler(BaseHTTPRequestHandler):
     """Request handler base: HTTP/1.1 keep-alive, no Nagle delay, no logging, exact ``Content-Length``.
 
-    Example:
+    Examples:
         >>> QuietHandler.protocol_version, QuietHandler.disable_nagle_algorithm
         ('HTTP/1.1', True)
     """
@@ -284,7 +284,7 @@ class BackgroundServer:
     Subclasses set :attr:`handler_class`. Binding port 0 picks a free port; once bound, the port is
     kept, so :meth:`stop` followed by :meth:`start` listens on the same port again.
 
-    Example:
+    Examples:
         >>> class Echo(BackgroundServer):
         ...     handler_class = QuietHandler
         >>> with Echo() as server:

@@ -20,7 +20,7 @@ __all__ = ["TokenBucket", "duration", "rate_limited_body", "retry_headers"]
 class TokenBucket:
     """Holds up to ``capacity`` requests and refills at ``per_minute / 60`` per second (guarded by the server).
 
-    Example:
+    Examples:
         >>> bucket = TokenBucket(60, 1)
         >>> bucket.take(bucket.updated)[0], bucket.take(bucket.updated)[0]
         (True, False)
@@ -52,7 +52,7 @@ class TokenBucket:
 def duration(seconds: float) -> str:
     """Format a delay as OpenAI's rate-limit headers do: ``120ms``, ``1.5s``, ``6m0s``.
 
-    Example:
+    Examples:
         >>> duration(0.12), duration(1.5), duration(360)
         ('120ms', '1.5s', '6m0s')
     """
@@ -67,7 +67,7 @@ def duration(seconds: float) -> str:
 def retry_headers(wait: float) -> dict[str, str]:
     """Return the headers of a 429 telling the client to wait ``wait`` seconds.
 
-    Example:
+    Examples:
         >>> retry_headers(0.25)
         {'Retry-After': '1', 'retry-after-ms': '250'}
     """

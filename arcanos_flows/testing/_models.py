@@ -21,7 +21,7 @@ MODEL_CREATED = 1_700_000_000
 def model_object(model_id: str) -> dict[str, Any]:
     """Return the ``model`` object of ``model_id``.
 
-    Example:
+    Examples:
         >>> model_object("gpt-5.1")
         {'id': 'gpt-5.1', 'object': 'model', 'created': 1700000000, 'owned_by': 'arcanos-fake'}
     """

@@ -50,7 +50,7 @@ class Reply:
             whole body is still sent, then the connection is closed if it was shorter than announced).
         omit_content_length: Announce no length: the body ends when the server closes the connection.
 
-    Example:
+    Examples:
         >>> Reply.error(429, retry_after=2).headers
         {'Retry-After': '2'}
         >>> Reply.length().finish_reason
@@ -251,7 +251,7 @@ class RecordedRequest:
         json: The body parsed as JSON, or ``None`` when it is empty or not JSON.
         at: ``time.monotonic()`` when the request was recorded.
 
-    Example:
+    Examples:
         >>> request = RecordedRequest("POST", "/v1/responses", {}, b'{"model": "m"}', {"model": "m"}, 0.0)
         >>> request.json["model"]
         'm'

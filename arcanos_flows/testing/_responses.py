@@ -28,7 +28,7 @@ def response_object(body: dict[str, Any], reply: Reply, model: str, number: int)
     Returns:
         The response, usage counting words as tokens.
 
-    Example:
+    Examples:
         >>> body = {"model": "gpt-5.1", "input": "Any news?"}
         >>> response = response_object(body, Reply.length("Partial"), "gpt-5.1", 7)
         >>> response["id"], response["status"], response["incomplete_details"]

@@ -91,7 +91,7 @@ class Route:
             error reply quotes, instead of the body's ``model``).
         render: Makes the answer to a successful reply (:meth:`answer` handles the rest).
 
-    Example:
+    Examples:
         >>> route = Route("GET", r"/v1/models/(?P<model>.+)", lambda call: (200, b"{}"))
         >>> route.match("GET", "/v1/models/ft%3Agpt-4o"), route.match("POST", "/v1/models/x")
         ({'model': 'ft:gpt-4o'}, None)
@@ -172,7 +172,7 @@ def completion_route(path: str, build: Callable[[dict[str, Any], Reply, str, int
 def normalized_path(target: str) -> str:
     """Return the path of a request target without its query and trailing slashes.
 
-    Example:
+    Examples:
         >>> normalized_path("/v1/models/?limit=1"), normalized_path("/")
         ('/v1/models', '/')
     """

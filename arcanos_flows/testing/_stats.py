@@ -19,7 +19,7 @@ __all__ = ["Stats"]
 class Stats:
     """The counters of ``GET /_stats`` (guarded by the server).
 
-    Example:
+    Examples:
         >>> stats = Stats()
         >>> stats.answered(None, rate_limited=False)
         >>> stats.snapshot()["dropped"], stats.snapshot()["requests"]

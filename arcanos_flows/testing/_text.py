@@ -22,7 +22,7 @@ def user_text(body: Any) -> str:
     Returns:
         The text of the last user turn.
 
-    Example:
+    Examples:
         >>> user_text({"messages": [{"role": "user", "content": "Hi"}]}), user_text({"input": "Hello"})
         ('Hi', 'Hello')
     """
@@ -47,7 +47,7 @@ def last_user_text(items: Iterable[Any]) -> str:
 def text_of(item: Any) -> str:
     """Return the text of a message in either API's shape (string content or a list of text parts).
 
-    Example:
+    Examples:
         >>> text_of({"content": [{"type": "input_text", "text": "a"}, {"type": "input_image"}, {"text": "b"}]})
         'a b'
     """
@@ -66,7 +66,7 @@ def text_of(item: Any) -> str:
 def answer_text(content: str | None, asked: str) -> str:
     """Return the assistant text of an answer: ``content`` when scripted, else derived from ``asked`` (the user's text).
 
-    Example:
+    Examples:
         >>> answer_text(None, "Status?"), answer_text("All clear.", "Status?")
         ('[fake] Status?', 'All clear.')
     """

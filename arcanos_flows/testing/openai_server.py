@@ -163,7 +163,7 @@ class FakeOpenAIServer(BackgroundServer):
         requests_per_minute: Answer 429 beyond this many API requests per minute (``None``: no limit).
         burst: Requests the rate limit lets through at once (default: ``requests_per_minute / 60``).
 
-    Example:
+    Examples:
         >>> import json, urllib.request
         >>> with FakeOpenAIServer() as server:
         ...     server.script(Reply.ok("hello"))
@@ -271,7 +271,7 @@ class FakeOpenAIServer(BackgroundServer):
         Raises:
             ValueError: ``match`` is an empty string, or ``times`` is below 1.
 
-        Example:
+        Examples:
             >>> with FakeOpenAIServer() as server:
             ...     server.reply_when("Investigate: Who confirms?", Reply.error(401), times=1)
             ...     server.reply_when(lambda request: "gpt-4o" in request.body.decode(), Reply.error(404))
@@ -326,7 +326,7 @@ class FakeOpenAIServer(BackgroundServer):
             by path), ``first_request_at`` and ``last_request_at`` (``time.time()`` of the first and
             last request, or ``None``), and ``requests_per_minute`` (the limit, or ``None``).
 
-        Example:
+        Examples:
             >>> with FakeOpenAIServer(requests_per_minute=600) as server:
             ...     server.stats()["requests"], server.stats()["requests_per_minute"]
             (0, 600.0)

@@ -38,7 +38,7 @@ class Delivery:
         at: ``time.monotonic()`` when the delivery was received.
         path: The request target the POST was sent to.
 
-    Example:
+    Examples:
         >>> delivery = Delivery({}, b'{"a": 1}', {"a": 1}, 200, None, 0.0, "/incidents")
         >>> delivery.ok
         True
@@ -115,7 +115,7 @@ class WebhookReceiver(BackgroundServer):
     Raises:
         ValueError: ``secret`` is not a valid Standard Webhooks secret.
 
-    Example:
+    Examples:
         >>> import urllib.request
         >>> with WebhookReceiver() as receiver:
         ...     request = urllib.request.Request(receiver.url, data=b'{"id": 1}', method="POST")

@@ -40,7 +40,7 @@ def steps_table(report: ResearchReport) -> list[dict[str, Any]]:
 
     Latency is in whole milliseconds; a failed step has ``status`` ``failed`` and zero tokens.
 
-    Example:
+    Examples:
         >>> from arcanos_flows.flows.research.report import ResearchReport, StepRecord
         >>> report = ResearchReport(topic="t", steps=[StepRecord(step="plan", status="failed", attempts=1)])
         >>> steps_table(report)[0]["status"], steps_table(report)[0]["input_tokens"]
@@ -72,7 +72,7 @@ def publish_research_artifacts(report: ResearchReport) -> tuple[uuid.UUID, uuid.
     Returns:
         The ids of the Markdown artifact and of the table artifact.
 
-    Example:
+    Examples:
         Inside a flow::
 
             from arcanos_flows.flows.research.artifacts import publish_research_artifacts

@@ -206,7 +206,7 @@ def research_flow(
         ConfigurationError: Settings are missing or invalid (checked before any request).
         ResearchStepsFailed: Some investigations failed (after the synthesis of the others and the artifacts).
 
-    Example:
+    Examples:
         Run it ad hoc (the run is tagged ``arcanos``)::
 
             from arcanos_flows.flows.research.flow import research_flow

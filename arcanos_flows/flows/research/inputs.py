@@ -37,7 +37,7 @@ _LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}\s*[.)]|[-*\u2022])\s+(?P<text>\S.*?)\s*
 def parse_questions(plan: str, limit: int = MAX_PLANNED_QUESTIONS) -> list[str]:
     r"""The research questions of a plan: its numbered or bulleted lines, at most ``limit``, duplicates dropped.
 
-    Example:
+    Examples:
         >>> plan = "Plan:", "1. Which layers exist?", "2) Who confirms?", "- Which layers exist?", "Done."
         >>> parse_questions("\n".join(plan))
         ['Which layers exist?', 'Who confirms?']
@@ -63,7 +63,7 @@ def validate_parameters(
     Raises:
         InvalidReasoningInput: naming the parameter that is wrong and what it must be.
 
-    Example:
+    Examples:
         >>> validate_parameters(" Arcanos ", None, {"ticket": "T-1"}, None, 4)
         ('Arcanos', None)
     """
@@ -104,7 +104,7 @@ def validate_parameters(
 def request_metadata(audit: Mapping[str, Any] | None, confirmation_token: str | None) -> dict[str, Any]:
     """The metadata every request of a run carries: the audit keys and the confirmation token, when given.
 
-    Example:
+    Examples:
         >>> request_metadata({"ticket": "T-1"}, "tok")
         {'ticket': 'T-1', 'confirmation_token': 'tok'}
     """

@@ -43,7 +43,7 @@ def _clip(text: str, limit: int) -> str:
 def plan_messages(topic: str, questions: Sequence[str] | None) -> list[dict[str, str]]:
     """The plan step: ask for questions (``None``) or for a plan of the given ones.
 
-    Example:
+    Examples:
         >>> plan_messages("Confirmation layers", ["Which exist?"])[1]["content"].splitlines()[:3]
         ['Plan the research of this topic: Confirmation layers', '', 'These questions will be investigated:']
     """
@@ -68,7 +68,7 @@ def plan_messages(topic: str, questions: Sequence[str] | None) -> list[dict[str,
 def investigation_messages(topic: str, plan: str, question: str) -> list[dict[str, str]]:
     """One investigation: the question, the topic and (an excerpt of) the plan.
 
-    Example:
+    Examples:
         >>> investigation_messages("Layers", "1. Which exist?", "Which exist?")[1]["content"].splitlines()[0]
         'Investigate: Which exist?'
     """
@@ -84,7 +84,7 @@ def investigation_messages(topic: str, plan: str, question: str) -> list[dict[st
 def synthesis_messages(topic: str, plan: str, findings: Sequence[tuple[str, str | None]]) -> list[dict[str, str]]:
     """The synthesis of ``(question, finding)`` pairs; a finding of ``None`` is a failed investigation.
 
-    Example:
+    Examples:
         >>> prompt = synthesis_messages("Layers", "a plan", [("Which exist?", "Three."), ("Why?", None)])[1]["content"]
         >>> prompt.splitlines()[5:9]
         ['## Which exist?', 'Three.', '', '## Why?']

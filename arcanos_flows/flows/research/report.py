@@ -83,7 +83,7 @@ class ResearchReport(BaseModel):
     def to_markdown(self) -> str:
         """The report as Markdown: synthesis, questions, a steps table and each step's findings.
 
-        Example:
+        Examples:
             >>> report = ResearchReport(topic="Confirmation layers", questions=["Which layers exist?"],
             ...                         synthesis="Three layers.")
             >>> report.to_markdown().splitlines()[0]

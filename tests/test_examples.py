@@ -1,0 +1,36 @@
+"""Every Python example of the docs and the README runs, against the shipped fake servers and Prefect.
+
+Each example runs as ``__main__`` (its ``if __name__ == "__main__":`` block included) with the environment a user
+would have: ``OPENAI_BASE_URL`` at a fake OpenAI server, a signed webhook receiver, and a Prefect test server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pytest_examples import CodeExample, EvalExample, find_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = [
+    example
+    for example in find_examples(str(ROOT / "README.md"), str(ROOT / "docs"))
+    if example.path.suffix == ".md" and "_hooks" not in example.path.parts
+]
+
+
+def _id(example: CodeExample) -> str:
+    return f"{example.path.relative_to(ROOT)}:{example.start_line}"
+
+
+def test_the_docs_have_examples() -> None:
+    """The collection below is not silently empty."""
+    assert len(EXAMPLES) >= 12
+    assert {example.path.name for example in EXAMPLES} >= {"README.md", "getting-started.md", "test-your-flows.md"}
+
+
+@pytest.mark.usefixtures("prefect_harness", "arcanos_env")
+@pytest.mark.parametrize("example", EXAMPLES, ids=_id)
+def test_example_runs(example: CodeExample, eval_example: EvalExample) -> None:
+    """The example runs to its end without an exception."""
+    eval_example.run(example)
