@@ -14,13 +14,15 @@ from ._common import Bench, Row, median
 TARGET = "0 requests for cached steps, >= 5x faster"
 
 
-def sizes(quick: bool) -> tuple[int, int, float]:
+def sizes(quick: bool, smoke: bool = False) -> tuple[int, int, float]:
     """Investigations, parallelism and latency (s)."""
+    if smoke:
+        return (2, 2, 0.05)
     return (8, 4, 0.2) if quick else (50, 16, 1.0)
 
 
 def run(bench: Bench) -> Row:
-    n, par, latency = sizes(bench.quick)
+    n, par, latency = sizes(bench.quick, bench.smoke)
     scenario = f"re-run of an identical research flow with caching on ({n} investigations, {latency:g} s latency)"
     server = bench.fake_server(latency)
     prefect = bench.prefect()

@@ -26,13 +26,15 @@ SIDES = ("raw", "research", "naive")
 TARGET = "<= 1.15x raw async, <= 1.25x ideal"
 
 
-def sizes(quick: bool) -> tuple[int, int, float]:
+def sizes(quick: bool, smoke: bool = False) -> tuple[int, int, float]:
     """Investigations, parallelism and latency (s) of the scenario."""
+    if smoke:
+        return (4, 2, 0.01)
     return (24, 8, 0.1) if quick else (200, 16, 0.25)
 
 
 def run(bench: Bench) -> Row:
-    n, par, latency = sizes(bench.quick)
+    n, par, latency = sizes(bench.quick, bench.smoke)
     scenario = f"fan-out: research flow, {n} investigations, {latency * 1000:.0f} ms latency, {par} in flight"
     server = bench.fake_server(latency)
     prefect = bench.prefect()

@@ -12,13 +12,15 @@ from ._common import Bench, Row, median
 TARGET = "peak RSS <= 500 MB, growth per step bounded"
 
 
-def sizes(quick: bool) -> tuple[int, int, int]:
+def sizes(quick: bool, smoke: bool = False) -> tuple[int, int, int]:
     """Small and large step counts, parallelism."""
+    if smoke:
+        return (2, 6, 2)
     return (25, 100, 8) if quick else (250, 1000, 16)
 
 
 def run(bench: Bench) -> Row:
-    small, large, par = sizes(bench.quick)
+    small, large, par = sizes(bench.quick, bench.smoke)
     scenario = f"{large}-step research flow vs {small}-step"
     server = bench.fake_server(0.01)
     prefect = bench.prefect()

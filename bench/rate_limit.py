@@ -14,15 +14,17 @@ from ._common import Bench, Row, fake_openai_process, median
 TARGET = ">= 90% of the allowed throughput, <= 5% of requests answered 429"
 
 
-def sizes(quick: bool) -> tuple[int, int, int, float]:
+def sizes(quick: bool, smoke: bool = False) -> tuple[int, int, int, float]:
     """Investigations, server limit (requests/min), parallelism and latency (s)."""
+    if smoke:
+        return (6, 1200, 4, 0.01)
     return (40, 1200, 8, 0.05) if quick else (300, 600, 16, 0.25)
 
 
 def run(bench: Bench) -> Row:
     from ._fake_server import rpm_keyword
 
-    n, rpm, par, latency = sizes(bench.quick)
+    n, rpm, par, latency = sizes(bench.quick, bench.smoke)
     scenario = f"{n} steps against a server allowing {rpm} requests/min"
     prefect = bench.prefect()
     warm = bench.fake_server(0.0)

@@ -23,7 +23,7 @@ TARGET = "<= 10 ms per task (median)"
 
 
 def run(bench: Bench) -> Row:
-    n = 20 if bench.quick else 200
+    n = 3 if bench.smoke else 20 if bench.quick else 200
     scenario = f"Prefect cost per reasoning task, {n} sequential calls in one flow"
     server = bench.fake_server(0.0)
     prefect = bench.prefect()

@@ -167,6 +167,8 @@ def cells(retried: str) -> list[Any]:
 
 # --- recording --------------------------------------------------------------------------------------------
 
+# Under pytest-xdist the whole module runs on one worker (tests/conftest.py, XDIST_GROUPS), so the summary sees
+# every cell.
 RESULTS: dict[str, dict[str, Any]] = {}
 
 
