@@ -13,7 +13,7 @@ from arcanos_flows._lazy import lazy_exports
 from arcanos_flows._version import __version__
 
 if TYPE_CHECKING:
-    from arcanos_flows.client import ArcanosPythonClient
+    from arcanos_flows.client import ArcanosPythonClient, AsyncArcanosClient
     from arcanos_flows.core.errors import (
         ArcanosError,
         ConfigurationError,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "ArcanosPythonClient": "arcanos_flows.client",
+    "AsyncArcanosClient": "arcanos_flows.client",
     "ArcanosError": "arcanos_flows.core.errors",
     "ConfigurationError": "arcanos_flows.core.errors",
     "EmptyCompletionError": "arcanos_flows.core.errors",
@@ -54,6 +55,7 @@ __all__ = [
     "ArcanosError",
     "ArcanosPythonClient",
     "ArcanosSettings",
+    "AsyncArcanosClient",
     "ConfigurationError",
     "EmptyCompletionError",
     "FlushReport",

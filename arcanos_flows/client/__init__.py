@@ -1,7 +1,8 @@
-"""The model-enforced reasoning client: core and incidents, no Prefect.
+"""The model-enforced reasoning client, sync and async: core and incidents, no Prefect.
 
 One model, from ``ARCANOS_FINE_TUNED_MODEL``; every failure is classified, reported through the notifier and
-re-raised. Re-exported by :mod:`arcanos_flows`.
+re-raised. :class:`ArcanosPythonClient` blocks; :class:`AsyncArcanosClient` is its twin for event loops. Both are
+re-exported by :mod:`arcanos_flows`.
 
 Examples:
     >>> from arcanos_flows.client import model_matches
@@ -9,6 +10,8 @@ Examples:
     True
 """
 
-from arcanos_flows.client._sync import SOURCE, ArcanosPythonClient, model_matches
+from arcanos_flows.client._async import AsyncArcanosClient
+from arcanos_flows.client._base import SOURCE, model_matches
+from arcanos_flows.client._sync import ArcanosPythonClient
 
-__all__ = ["SOURCE", "ArcanosPythonClient", "model_matches"]
+__all__ = ["SOURCE", "ArcanosPythonClient", "AsyncArcanosClient", "model_matches"]

@@ -1,137 +1,35 @@
 """The model-enforced reasoning client: one fine-tuned model, no fallback, every failure reported.
 
-Works in a plain script or notebook; nothing here imports Prefect.
+Works in a plain script or notebook; nothing here imports Prefect. What it shares with
+:class:`~arcanos_flows.client.AsyncArcanosClient` lives in :mod:`arcanos_flows.client._base`; this module keeps
+the blocking I/O.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
-import re
-import ssl
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx2
 import openai
 
-from arcanos_flows.core.errors import ConfigurationError, InvalidReasoningInput, ModelEnforcementError
-from arcanos_flows.core.messages import Message, check_messages, check_options, fingerprint
-from arcanos_flows.core.metadata import MetadataValue, build_metadata
-from arcanos_flows.core.ratelimit import shared_limiter
-from arcanos_flows.core.redaction import REDACTED, redact, redact_data, redact_logs
+from arcanos_flows.client._base import Call, ClientCore, simple_prompt_messages
+from arcanos_flows.client._http import event_hooks, tls_context
+from arcanos_flows.core.errors import InvalidReasoningInput
+from arcanos_flows.core.metadata import MetadataValue
+from arcanos_flows.core.pickling import register_sdk_exceptions
 from arcanos_flows.core.results import ReasoningResult
 from arcanos_flows.core.settings import ArcanosSettings
-from arcanos_flows.core.upstream import (
-    IDENTITY_ENCODING,
-    Exchange,
-    bound_response_body,
-    read_chat,
-    read_responses,
-    request_body,
-    request_id_of,
-)
-from arcanos_flows.incidents.model import Incident, attach_incident, prompt_excerpt
 from arcanos_flows.incidents.notifier import MaintenanceNotifier
 
-__all__ = ["ArcanosPythonClient", "model_matches"]
+__all__ = ["ArcanosPythonClient"]
 
-SOURCE = "arcanos_flows.client"
-logger = logging.getLogger("arcanos_flows.client")
-# The loggers that show what an upstream sent (request ids, response headers) at DEBUG.
-_UPSTREAM_LOGGERS = ("openai._base_client", "httpx2", "httpcore2.http11", "httpcore2.connection")
-_DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+# The SDK errors this client re-raises (redacted by `scrub`) must survive pickling, class and attributes intact: a
+# failed step's exception crosses processes (Dask workers) and goes into result storage pickled. Once per process.
+register_sdk_exceptions()
 
 
-def model_matches(configured: str, answered: str) -> bool:
-    """Whether ``answered`` is the configured model.
-
-    Equal ids match; so does a dated snapshot (``gpt-5.1-2025-11-13``) of a bare alias (``gpt-5.1``).
-    A fine-tuned id (``ft:...``) or an already dated id must match exactly.
-
-    Examples:
-        >>> model_matches("gpt-5.1", "gpt-5.1-2025-11-13")
-        True
-        >>> model_matches("ft:gpt-5.1:arcanos::abc", "gpt-5.1")
-        False
-    """
-    if answered == configured:
-        return True
-    if configured.startswith("ft:") or _DATED_SNAPSHOT.search(configured):
-        return False
-    return answered.startswith(configured) and _DATED_SNAPSHOT.fullmatch(answered[len(configured) :]) is not None
-
-
-@functools.lru_cache(maxsize=1)
-def _tls_context() -> ssl.SSLContext:
-    # Building an SSLContext loads the CA store (~100 ms with OpenSSL 3); one per process is enough,
-    # as contexts are safe to share between clients and threads. SSL_CERT_FILE / SSL_CERT_DIR are
-    # read once, by the first client.
-    return httpx2.create_ssl_context()
-
-
-def _refuse_retrying_exhausted_quota(response: httpx2.Response) -> None:
-    # The SDK retries every 429, but `insufficient_quota` cannot succeed until someone pays; the SDK's
-    # documented `x-should-retry` header tells it so, without touching its internals.
-    if response.status_code != 429:
-        return
-    response.read()
-    try:
-        error = response.json().get("error", {})
-        exhausted = "insufficient_quota" in (error.get("code"), error.get("type"))
-    except (ValueError, AttributeError, RecursionError):
-        return
-    if exhausted:
-        response.headers["x-should-retry"] = "false"
-
-
-_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key"})
-
-
-def _without_credentials(request: httpx2.Request) -> httpx2.Request:
-    headers = [
-        (name, REDACTED if name.lower() in _CREDENTIAL_HEADERS else redact(value))
-        for name, value in request.headers.items()
-    ]
-    return httpx2.Request(request.method, request.url, headers=headers, content=request.content)
-
-
-def _scrub(error: BaseException) -> None:
-    # The same exception object is re-raised; it only loses secrets. Its text may hold what an upstream echoed
-    # (in a message, a body, a refusal, a model name, a request id); and the SDK's `request` carries the API key in
-    # its Authorization header, which Prefect would pickle into result storage with a failed run. Both are replaced
-    # by redacted copies built through httpx2's public constructors.
-    cleaned = tuple(redact(arg) if isinstance(arg, str) else arg for arg in error.args)
-    if cleaned != error.args:
-        error.args = cleaned
-    for attribute, value in list(vars(error).items()):
-        if isinstance(value, (str, dict, list)):
-            scrubbed = redact_data(value)
-            if scrubbed != value:
-                with contextlib.suppress(AttributeError, TypeError):  # a read-only property of the same name
-                    setattr(error, attribute, scrubbed)
-    request = getattr(error, "request", None)
-    if isinstance(request, httpx2.Request):
-        try:
-            safe_request = _without_credentials(request)
-        except httpx2.RequestNotRead:
-            safe_request = httpx2.Request(request.method, request.url)
-        with contextlib.suppress(AttributeError, TypeError):
-            error.request = safe_request  # type: ignore[attr-defined]
-        response = getattr(error, "response", None)
-        if isinstance(response, httpx2.Response):
-            with contextlib.suppress(AttributeError, TypeError, httpx2.ResponseNotRead):
-                error.response = httpx2.Response(  # type: ignore[attr-defined]
-                    response.status_code,
-                    headers=[(name, redact(value)) for name, value in response.headers.items()],
-                    content=redact(response.content.decode("utf-8", "replace")).encode("utf-8"),
-                    request=safe_request,
-                )
-
-
-class ArcanosPythonClient:
+class ArcanosPythonClient(ClientCore):
     """Runs reasoning on ``ARCANOS_FINE_TUNED_MODEL`` and nothing else.
 
     Construction fails fast on bad configuration (after reporting a ``configuration`` incident). Every
@@ -158,31 +56,10 @@ class ArcanosPythonClient:
     """
 
     def __init__(self, settings: ArcanosSettings | None = None, *, notifier: MaintenanceNotifier | None = None) -> None:
-        try:
-            self.settings = settings if settings is not None else ArcanosSettings()
-        except ConfigurationError as exc:
-            (notifier or _configured_or_printing_notifier()).notify(Incident.from_exception(exc, source=SOURCE))
-            raise
-        self.notifier = notifier if notifier is not None else MaintenanceNotifier(self.settings, source=SOURCE)
-        redact_logs(*_UPSTREAM_LOGGERS)
-        self.model = self.settings.fine_tuned_model
-        self.rate_limiter = shared_limiter(self.settings)
-        # The limiter waits in a request hook, before the attempt takes a connection or starts its timeout.
-        request_hooks: list[Any] = [self.rate_limiter] if self.rate_limiter is not None else []
+        super().__init__(settings, notifier=notifier)
         self._openai = openai.OpenAI(
-            api_key=self.settings.openai_api_key.get_secret_value(),
-            base_url=self.settings.openai_base_url,
-            timeout=self.settings.request_timeout,
-            max_retries=self.settings.max_retries,
-            default_headers=dict(IDENTITY_ENCODING),
-            # Bounding comes first, so that no other hook can read an unbounded body.
-            http_client=openai.DefaultHttpxClient(
-                verify=_tls_context(),
-                event_hooks={
-                    "request": request_hooks,
-                    "response": [bound_response_body, _refuse_retrying_exhausted_quota],
-                },
-            ),
+            **self._sdk_options(),
+            http_client=openai.DefaultHttpxClient(verify=tls_context(), event_hooks=event_hooks(self.rate_limiter)),
         )
 
     def __enter__(self) -> ArcanosPythonClient:
@@ -194,9 +71,6 @@ class ArcanosPythonClient:
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._openai.close()
-
-    def __repr__(self) -> str:
-        return f"ArcanosPythonClient(model={self.model!r}, api={self.settings.openai_api!r})"
 
     def run_reasoning(
         self,
@@ -240,35 +114,26 @@ class ArcanosPythonClient:
             IncompleteCompletionError: The output budget ran out.
             RefusalError: The model refused.
         """
-        request_metadata: dict[str, str] | None = None
+        call = Call(messages, notify)
         try:
-            if model is not None:
-                raise ModelEnforcementError(
-                    f"run_reasoning() does not take model={model!r}: every request uses "
-                    f"ARCANOS_FINE_TUNED_MODEL ({self.model})",
-                    expected_model=self.model,
-                    actual_model=str(model),
-                )
-            checked = check_messages(messages)
-            check_options(
+            request = self._prepare(
+                call,
+                metadata=metadata,
                 reasoning_effort=reasoning_effort,
                 max_output_tokens=max_output_tokens,
                 response_format=response_format,
                 timeout=timeout,
+                identity=identity,
+                model=model,
             )
-            request_metadata = build_metadata(
-                metadata, defaults={"confirmation_token": self.settings.confirmation_token}, identity=identity
-            )
-            return self._complete(
-                checked,
-                request_metadata,
-                reasoning_effort=reasoning_effort,
-                max_output_tokens=max_output_tokens,
-                response_format=response_format,
-                timeout=timeout,
-            )
+            started = time.perf_counter()
+            if request.api == "chat":
+                raw = self._openai.chat.completions.with_raw_response.create(**request.body, **request.options)
+            else:
+                raw = self._openai.responses.with_raw_response.create(**request.body, **request.options)
+            return self._result(request, raw, started)
         except Exception as exc:
-            self._handle_failure(exc, messages, request_metadata, notify=notify)
+            self._report(exc, call)
             raise
 
     def run_simple_prompt(
@@ -293,108 +158,14 @@ class ArcanosPythonClient:
             >>> bool(answer)
             True
         """
-        messages: list[Mapping[str, Any]] = []
-        if system is not None:
-            messages.append({"role": "system", "content": system})
-        if not isinstance(text, str) or not text.strip():
-            shown = "a blank string" if isinstance(text, str) else type(text).__name__
-            error = InvalidReasoningInput(f"text: must be a non-empty string, not {shown}")
-            self._handle_failure(error, None, None, notify=notify)
-            raise error
-        messages.append({"role": "user", "content": text})
+        try:
+            messages = simple_prompt_messages(text, system)
+        except InvalidReasoningInput as exc:
+            self._report(exc, Call(None, notify))
+            raise
         return self.run_reasoning(messages, metadata=metadata, notify=notify, identity=identity)
 
-    def _complete(
-        self,
-        messages: list[Message],
-        request_metadata: dict[str, str],
-        *,
-        reasoning_effort: str | None,
-        max_output_tokens: int | None,
-        response_format: Mapping[str, Any] | None,
-        timeout: float | None,
-    ) -> ReasoningResult:
-        api = self.settings.openai_api
-        body = request_body(
-            api,
-            model=self.model,
-            messages=messages,
-            metadata=request_metadata if self.settings.store else None,
-            reasoning_effort=reasoning_effort,
-            max_output_tokens=max_output_tokens,
-            response_format=response_format,
-        )
-        options: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
-        started = time.perf_counter()
-        if api == "chat":
-            raw = self._openai.chat.completions.with_raw_response.create(**body, **options)
-        else:
-            raw = self._openai.responses.with_raw_response.create(**body, **options)
-        latency_ms = (time.perf_counter() - started) * 1000
-        http = raw.http_response
-        exchange = Exchange(request_id_of(http.headers), http.status_code, raw.retries_taken + 1)
-        reader = read_chat if api == "chat" else read_responses
-        answered_model, outcome = reader(http.content, http.headers.get("content-type", ""), exchange)
-        if not model_matches(self.model, answered_model):
-            raise ModelEnforcementError(
-                f"{self.model} was requested but {answered_model} answered (request {exchange.request_id}); "
-                "arcanos-flows never accepts another model",
-                expected_model=self.model,
-                actual_model=answered_model,
-                request_id=exchange.request_id,
-                http_status=exchange.http_status,
-                attempts=exchange.attempts,
-            )
-        if isinstance(outcome, Exception):
-            raise outcome
-        return ReasoningResult(
-            content=outcome.content,
-            model=outcome.model,
-            response_id=redact(outcome.response_id),
-            request_id=exchange.request_id,
-            finish_reason=outcome.finish_reason,
-            usage=outcome.usage,
-            metadata=request_metadata,
-            stored=body.get("store") is True,
-            latency_ms=round(latency_ms, 3),
-            attempts=exchange.attempts,
-            api=api,
-        )
-
-    def _handle_failure(
-        self, error: Exception, messages: object, request_metadata: dict[str, str] | None, *, notify: bool
-    ) -> None:
-        # Whatever goes wrong while scrubbing or reporting, the caller must still get the original exception.
-        try:
-            _scrub(error)
-            incident = self._incident(error, messages, request_metadata)
-            attach_incident(error, incident)
-            if notify:
-                self.notifier.notify(incident)
-        except Exception as problem:
-            logger.error("Could not report %s: %s", type(error).__name__, redact(str(problem)))
-
-    def _incident(self, error: Exception, messages: object, request_metadata: dict[str, str] | None) -> Incident:
-        count, digest = fingerprint(messages)
-        context: dict[str, Any] = {"api": self.settings.openai_api}
-        if self.settings.incident_include_prompt and messages is not None:
-            # Opted in: the (redacted, bounded) messages help whoever debugs the failure. Only messages
-            # that passed the input contract are shown; malformed ones are described by the reason.
-            with contextlib.suppress(InvalidReasoningInput):
-                context.update(prompt_excerpt(check_messages(messages)))
-        return Incident.from_exception(
-            error,
-            source=SOURCE,
-            model=self.model,
-            metadata=request_metadata or {},
-            message_count=count,
-            messages_sha256=digest,
-            context=context,
-        )
-
-
-def _configured_or_printing_notifier() -> MaintenanceNotifier:
-    try:
-        return MaintenanceNotifier(source=SOURCE)
-    except ConfigurationError:
-        return MaintenanceNotifier.to_stdout()
+    def _report(self, error: Exception, call: Call) -> None:
+        incident = self._failed(error, call)
+        if incident is not None:
+            self._deliver(error, incident)

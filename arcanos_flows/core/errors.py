@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, ClassVar
 
+from arcanos_flows.core.pickling import reduce_exception
+
 if TYPE_CHECKING:
     import openai
 
@@ -114,12 +116,19 @@ class ArcanosError(Exception):
         http_status: The upstream HTTP status when a response was received.
         attempts: How many HTTP attempts were made before failing (0 when none was made).
 
+    Every subclass pickles with its class, message and attributes (an attached incident included), so a failure
+    crosses a process boundary (a Dask worker, result storage) unchanged.
+
     Examples:
         >>> try:
         ...     raise ModelEnforcementError("answered by gpt-4o")
         ... except ArcanosError as exc:
         ...     print(exc.incident_class.value)
         model_enforcement
+        >>> import pickle
+        >>> copy = pickle.loads(pickle.dumps(ModelEnforcementError("answered by gpt-4o", actual_model="gpt-4o")))
+        >>> type(copy).__name__, str(copy), copy.actual_model
+        ('ModelEnforcementError', 'answered by gpt-4o', 'gpt-4o')
     """
 
     incident_class: ClassVar[IncidentClass] = IncidentClass.UNKNOWN
@@ -137,6 +146,11 @@ class ArcanosError(Exception):
         self.request_id = request_id
         self.http_status = http_status
         self.attempts = attempts
+
+    # Rebuilt from the class, args and attributes without calling __init__ (its arguments are keyword-only and differ
+    # by subclass): a failed step's exception crosses processes (Dask, process pools) and goes into result storage
+    # pickled, with the incident attached to it (arcanos_flows.core.pickling).
+    __reduce__ = reduce_exception
 
 
 class ConfigurationError(ArcanosError):

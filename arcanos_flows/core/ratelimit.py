@@ -3,14 +3,16 @@
 ``ARCANOS_REQUESTS_PER_MINUTE`` turns it on. Every client of the process that talks to the same endpoint with
 the same API key shares one :class:`RequestRateLimiter`, which every HTTP attempt passes through (SDK retries
 included) as an ``httpx`` request event hook: requests leave evenly spaced, one every ``60 / rpm`` seconds,
-instead of bursting into 429s and backing off. The limit is per process; see README ("Rate limits") for
-limiting several processes that share one key.
+instead of bursting into 429s and backing off. Sync and async clients draw from the same limiter: a thread
+sleeps until its slot, a coroutine awaits it (:meth:`RequestRateLimiter.aacquire`) and leaves the event loop
+free. The limit is per process; see README ("Rate limits") for limiting several processes that share one key.
 
 Nothing here imports Prefect or the SDK.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -34,15 +36,16 @@ _limiters_lock = threading.Lock()
 class RequestRateLimiter:
     """Lets requests through at most ``requests_per_minute`` per minute, evenly spaced; thread-safe.
 
-    Each caller reserves the next free slot and sleeps until it (outside any lock), so callers leave in
-    the order they arrived, one every :attr:`interval` seconds. ``burst`` requests may leave at once
+    Each caller reserves the next free slot and waits until it (outside any lock): a thread sleeps
+    (:meth:`acquire`), a coroutine awaits (:meth:`aacquire`), and both draw from the same slots, so callers
+    leave in the order they arrived, one every :attr:`interval` seconds. ``burst`` requests may leave at once
     after an idle period; the long-run rate never exceeds the limit.
 
     Args:
         requests_per_minute: The limit.
         burst: How many requests may leave back to back (1: strictly evenly spaced).
         clock: A monotonic clock in seconds (for tests).
-        sleep: How to wait (for tests).
+        sleep: How a thread waits (for tests); coroutines always await ``asyncio.sleep``.
 
     Examples:
         >>> limiter = RequestRateLimiter(600)           # one request every 100 ms
@@ -104,9 +107,38 @@ class RequestRateLimiter:
             self._sleep(delay)
         return delay
 
+    async def aacquire(self) -> float:
+        """Wait for the next free slot without blocking the event loop: the slot is taken as in :meth:`acquire`.
+
+        Returns:
+            Seconds waited.
+
+        Examples:
+            >>> import asyncio
+            >>> limiter = RequestRateLimiter(6000)           # one request every 10 ms
+            >>> asyncio.run(limiter.aacquire()), asyncio.run(limiter.aacquire()) > 0
+            (0.0, True)
+        """
+        delay = self.reserve()
+        if delay > 0:
+            logger.debug("rate limit %g/min: awaiting %.3f s", self.requests_per_minute, delay)
+            await asyncio.sleep(delay)
+        return delay
+
     def __call__(self, request: Any) -> None:
         """The ``httpx`` request event hook: wait for a slot before the request is sent."""
         self.acquire()
+
+    async def request_hook_async(self, request: Any) -> None:
+        """The ``httpx2.AsyncClient`` request event hook (a coroutine): await a slot before the request is sent.
+
+        Examples:
+            >>> import asyncio
+            >>> limiter = RequestRateLimiter(600)
+            >>> asyncio.run(limiter.request_hook_async(None)); limiter.requests
+            1
+        """
+        await self.aacquire()
 
     def __repr__(self) -> str:
         return f"RequestRateLimiter(requests_per_minute={self.requests_per_minute:g}, burst={self.burst})"

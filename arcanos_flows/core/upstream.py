@@ -9,7 +9,7 @@ are read here against the few fields arcanos-flows relies on, and anything else 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -32,6 +32,7 @@ __all__ = [
     "Completion",
     "Exchange",
     "bound_response_body",
+    "bound_response_body_async",
     "read_chat",
     "read_responses",
     "request_body",
@@ -46,24 +47,37 @@ IDENTITY_ENCODING = {"Accept-Encoding": "identity"}
 (a 200 KB gzip body can inflate to gigabytes; answers are small enough not to need compression)."""
 
 
-class _BoundedStream(httpx2.SyncByteStream):
-    """The raw response stream, failing as soon as more than ``limit`` bytes have arrived."""
+class _BoundedStream(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+    """The raw response stream, failing as soon as more than ``limit`` bytes have arrived.
+
+    It wraps the stream of a sync or of an async client alike; only the side the wrapped stream has is used.
+    """
 
     def __init__(self, stream: Any, limit: int, error: Callable[[], Exception]) -> None:
         self._stream = stream
         self._limit = limit
         self._error = error
+        self._received = 0
+
+    def _counted(self, chunk: bytes) -> bytes:
+        self._received += len(chunk)
+        if self._received > self._limit:
+            raise self._error()
+        return chunk
 
     def __iter__(self) -> Iterator[bytes]:
-        received = 0
         for chunk in self._stream:
-            received += len(chunk)
-            if received > self._limit:
-                raise self._error()
-            yield chunk
+            yield self._counted(chunk)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield self._counted(chunk)
 
     def close(self) -> None:
         self._stream.close()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def bound_response_body(response: httpx2.Response) -> None:
@@ -119,6 +133,22 @@ def bound_response_body(response: httpx2.Response) -> None:
     response.stream = _BoundedStream(
         response.stream, MAX_BODY_BYTES, lambda: refuse(f"a body of more than {MAX_BODY_BYTES} bytes")
     )
+
+
+async def bound_response_body_async(response: httpx2.Response) -> None:
+    """:func:`bound_response_body` as an ``httpx2.AsyncClient`` response hook (whose hooks must be coroutines).
+
+    The checks are the same and read no body; the stream it wraps is then bounded as it is read asynchronously.
+
+    Examples:
+        >>> import asyncio, httpx2
+        >>> response = httpx2.Response(200, headers={"content-encoding": "gzip"},
+        ...                            request=httpx2.Request("POST", "http://127.0.0.1/v1/responses"))
+        >>> asyncio.run(bound_response_body_async(response))  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        arcanos_flows.errors.UpstreamResponseError: upstream answered HTTP 200 with a gzip-compressed body ...
+    """
+    bound_response_body(response)
 
 
 Api = Literal["chat", "responses"]

@@ -16,11 +16,16 @@ because of a task that already reported sends no second incident; a flow that fa
 ``flow_failed`` incident, and a crash a ``crashed`` one. Incident ids derive from the run and the root cause
 (:func:`arcanos_flows.prefect.runs.incident_id_for`), so the automation relay reporting the same crash re-uses the same
 ``webhook-id``. Hooks never raise into Prefect; an undeliverable incident waits in the spool.
+
+How the flow's hook knows a task reported: :func:`task_on_failure` attaches the incident it delivered to the
+exception (:func:`arcanos_flows.incidents.attach_incident`), under the task run's deterministic id. The exception
+travels with the task's state, pickled when the task ran in another process (a Dask worker), and the incident with it
+(:mod:`arcanos_flows.core.pickling`); an attached incident whose id is the deterministic id of the run it names was
+delivered by a run hook, whichever process ran it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import uuid
@@ -29,13 +34,15 @@ from typing import Any, TypedDict
 
 from prefect import Flow, Task
 from prefect.client.schemas.objects import FlowRun, State, TaskRun
+from prefect.exceptions import FailedRun, UnfinishedRun
 
 from arcanos_flows.core.errors import ConfigurationError, IncidentClass, classify
+from arcanos_flows.core.pickling import keep_picklable
 from arcanos_flows.core.settings import NotifierSettings
-from arcanos_flows.incidents.model import Incident, attached_incident
+from arcanos_flows.incidents.model import Incident, attach_incident, attached_incident
 from arcanos_flows.incidents.notifier import MaintenanceNotifier
 from arcanos_flows.prefect.events import emit_incident_event
-from arcanos_flows.prefect.runs import incident_id_for, run_context, state_exception
+from arcanos_flows.prefect.runs import failed_state_exceptions, incident_id_for, run_context, state_exception
 
 __all__ = [
     "bind_notifier",
@@ -49,11 +56,11 @@ __all__ = [
 SOURCE = "arcanos_flows.hooks"
 logger = logging.getLogger("arcanos_flows.hooks")
 
-_REPORTED = "_arcanos_incident_id"
 _lock = threading.Lock()
 _task_notifiers: dict[uuid.UUID, MaintenanceNotifier] = {}
-# Flow runs whose tasks reported incidents, so the flow's own hook can tell a known root cause; bounded, since a
-# long-lived `serve` process sees many runs and only the most recent ones can still fail.
+# Incidents the task hooks of this process delivered, by flow run: what stands in for the root cause when a flow fails
+# on a Prefect exception that carries no task's exception (see `_already_reported`). Bounded, since a long-lived
+# `serve` process sees many runs and only the most recent ones can still fail.
 _reported_in_flow_run: OrderedDict[str, set[uuid.UUID]] = OrderedDict()
 _REMEMBERED_FLOW_RUNS = 1024
 
@@ -139,21 +146,43 @@ def _remember_task_failure(incident: Incident) -> None:
                 _reported_in_flow_run.popitem(last=False)
 
 
-def _reported_id(error: BaseException | None) -> Any:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        marker = getattr(error, _REPORTED, None)
-        if marker is not None:
-            return marker
+def _delivered_by_a_run_hook(incident: Incident) -> bool:
+    # A run hook (or the relay) delivers under the deterministic id of the run the incident names; the client
+    # attaches an incident with a random id whether it delivered it or not (`notify=False`), so only the id tells.
+    context = incident.context
+    run_ids = (context.get("flow_run_id"), context.get("task_run_id"))
+    return any(run_ids) and incident.incident_id == incident_id_for(*run_ids, incident.incident_class.value)
+
+
+def _reported_incident(error: BaseException | None) -> Incident | None:
+    # The exception, or what it was raised from or while handling, carries the incident a run hook delivered for it.
+    # (Exceptions are walked once each: a cause chain may loop.)
+    walked: set[int] = set()
+    while error is not None and id(error) not in walked:
+        walked.add(id(error))
+        incident = attached_incident(error)
+        if incident is not None and _delivered_by_a_run_hook(incident):
+            return incident
         error = error.__cause__ or error.__context__
     return None
 
 
-def _mark(error: BaseException | None, incident: Incident) -> None:
-    if error is not None:
-        with contextlib.suppress(AttributeError, TypeError):
-            setattr(error, _REPORTED, incident.incident_id)
+def _already_reported(flow_run: FlowRun, state: State, error: BaseException | None) -> uuid.UUID | None:
+    """The id of the incident that already reported the root cause of this flow run's failure, if one did."""
+    # The failure carries the incident delivered for it: on the flow's exception (or its causes), or, when the flow
+    # failed on failed task states it returned, on theirs. It crossed the process boundary with them.
+    for cause in [error] if error is not None else failed_state_exceptions(state):
+        incident = _reported_incident(cause)
+        if incident is not None:
+            return incident.incident_id
+    # Prefect's exceptions for a run that did not finish (a task whose upstream failed) or that failed without an
+    # exception carry no task's exception, hence no incident: those the task hooks of this process delivered for the
+    # flow run's tasks stand in for it.
+    if error is None or isinstance(error, (UnfinishedRun, FailedRun)):
+        with _lock:
+            reported = _reported_in_flow_run.get(str(flow_run.id))
+        return next(iter(reported)) if reported else None
+    return None
 
 
 def task_on_failure(task: Task[Any, Any], task_run: TaskRun, state: State) -> None:
@@ -189,7 +218,12 @@ def task_on_failure(task: Task[Any, Any], task_run: TaskRun, state: State) -> No
             }
         )
         delivered = report(incident, notifier)
-        _mark(error, delivered)
+        if error is not None:
+            # Whoever gets this exception next (the flow's hook, possibly in another process) sees it was reported.
+            attach_incident(error, delivered)
+            # Prefect pickles it next (back to the flow from a Dask worker, into result storage): with the reduction
+            # that keeps the incident and leaves the exception's chain behind, whatever was imported since the client.
+            keep_picklable(error)
         _remember_task_failure(delivered)
     except Exception:
         logger.exception("arcanos-flows could not report the failure of task run %s", getattr(task_run, "id", "?"))
@@ -235,12 +269,7 @@ def flow_on_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> No
     """
     try:
         error = state_exception(state)
-        already = _reported_id(error)
-        if already is None and (error is None or type(error).__module__.startswith("prefect")):
-            # The flow failed on failed task states it did not raise itself: the tasks reported them.
-            with _lock:
-                reported = _reported_in_flow_run.get(str(flow_run.id))
-            already = next(iter(reported)) if reported else None
+        already = _already_reported(flow_run, state, error)
         if already is not None:
             logger.info("Flow run %s failed on a root cause already reported as incident %s", flow_run.name, already)
             return

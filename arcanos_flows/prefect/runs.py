@@ -9,11 +9,13 @@ from typing import Any
 from prefect.client.schemas.objects import FlowRun, State, TaskRun
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.settings import get_current_settings
+from prefect.utilities.collections import visit_collection
 
 from arcanos_flows.core.redaction import redact
 
 __all__ = [
     "INCIDENT_NAMESPACE",
+    "failed_state_exceptions",
     "incident_id_for",
     "request_identity",
     "run_context",
@@ -56,11 +58,42 @@ def state_exception(state: State) -> BaseException | None:
     if isinstance(data, BaseException):
         return data
     try:
-        # `_sync` is consumed at run time by Prefect's `@async_dispatch` wrapper, which its typed overloads omit.
-        outcome = state.result(raise_on_failure=False, _sync=True)  # type: ignore[call-overload]
+        outcome = _outcome(state)
     except Exception as exc:
         return exc
     return outcome if isinstance(outcome, BaseException) else None
+
+
+def _outcome(state: State) -> Any:
+    # `_sync` is consumed at run time by Prefect's `@async_dispatch` wrapper, which its typed overloads omit.
+    return state.result(raise_on_failure=False, _sync=True)  # type: ignore[call-overload]
+
+
+def failed_state_exceptions(state: State) -> list[BaseException]:
+    """The exceptions of the failed or crashed states a failed flow state holds (a flow that returned them).
+
+    A flow that returns failed futures or states (rather than raising) fails with a state that holds them, and no
+    exception of its own: what went wrong is in theirs, wherever their tasks ran (a Dask worker sends its task's
+    state back with the exception).
+
+    Examples:
+        >>> from prefect.states import Completed, Failed
+        >>> failed_state_exceptions(Failed(data=[Completed(data=1), Failed(data=TimeoutError("upstream slow"))]))
+        [TimeoutError('upstream slow')]
+    """
+    try:
+        outcome = _outcome(state)
+    except Exception:
+        return []
+    held: list[State] = []
+
+    def collect(expression: Any) -> Any:
+        if isinstance(expression, State) and (expression.is_failed() or expression.is_crashed()):
+            held.append(expression)
+        return expression
+
+    visit_collection(outcome, visit_fn=collect, return_data=False)
+    return [error for error in map(state_exception, held) if error is not None]
 
 
 def ui_url_for(flow_run_id: uuid.UUID | str) -> str | None:

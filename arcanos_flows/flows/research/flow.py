@@ -1,4 +1,4 @@
-"""The research flow: a plan, parallel investigations on a bounded thread pool, and a synthesis.
+"""The research flow: a plan, parallel investigations (a bounded thread pool, or the flow's task runner), a synthesis.
 
 Every OpenAI request of a run carries the flow's ``audit`` parameter, its ``confirmation_token`` and the Prefect
 identity of the run (``prefect.flow_run_id``, ``prefect.task_run_id``, ``prefect.flow``, ``prefect.deployment``).
@@ -9,15 +9,17 @@ incident. Each run publishes a markdown report and a table of its steps as Prefe
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import Task, unmapped
+from prefect import Task
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
-from prefect.futures import PrefectFutureList, wait
+from prefect.futures import PrefectFuture, wait
 from prefect.logging import get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from arcanos_flows.core.errors import InvalidReasoningInput, classify
 from arcanos_flows.core.redaction import redact
@@ -124,6 +126,45 @@ def _run_step(
     return _failed(step, None, state, error, task_run_id, flow_run_id), error
 
 
+def _chosen_task_runner() -> TaskRunner[Any] | None:
+    """The running flow's task runner when one was chosen for it; ``None`` under Prefect's default.
+
+    Prefect gives a flow without ``task_runner=`` an unbounded ``ThreadPoolTaskRunner()`` (its size from
+    ``PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS``, else unlimited); its runs' task runner is a copy of the flow's,
+    and thread pools compare equal by size. A runner equal to a fresh default is the default (or the same thing asked
+    for explicitly); any other (``DaskTaskRunner``, a sized thread pool, a process pool) was chosen.
+    """
+    flow_context = FlowRunContext.get()
+    if flow_context is None or flow_context.task_runner is None:
+        return None
+    runner: TaskRunner[Any] = flow_context.task_runner
+    return None if runner == ThreadPoolTaskRunner() else runner
+
+
+def _submit_bounded(
+    submit: Callable[[dict[str, Any]], PrefectFuture[ReasoningResult]],
+    calls: list[dict[str, Any]],
+    max_parallel: int,
+) -> list[PrefectFuture[ReasoningResult]]:
+    """Submit every call, never more than ``max_parallel`` unfinished at once; return the futures in call order.
+
+    A call is submitted when an earlier one finishes (a slot frees in the future's done callback), so the runner's
+    own capacity (a Dask cluster's workers) never lets more than ``max_parallel`` steps reach the upstream together.
+    """
+    slots = threading.BoundedSemaphore(max_parallel)
+    futures: list[PrefectFuture[ReasoningResult]] = []
+    for parameters in calls:
+        slots.acquire()
+        try:
+            future = submit(parameters)
+        except BaseException:
+            slots.release()
+            raise
+        future.add_done_callback(lambda _: slots.release())
+        futures.append(future)
+    return futures
+
+
 def _investigate(
     step_task: Task[..., ReasoningResult],
     topic: str,
@@ -132,25 +173,28 @@ def _investigate(
     metadata: dict[str, Any],
     max_parallel: int,
 ) -> tuple[list[StepRecord], list[BaseException]]:
-    # A task runner of this run's size, so at most `max_parallel` investigations run at once whatever the flow's
-    # own task runner is (`Task.map` would use the flow's). Every future is resolved inside the block: leaving it
-    # cancels what has not started, and a failed future never resolved would leave the flow Completed.
-    task_runner: ThreadPoolTaskRunner[ReasoningResult] = ThreadPoolTaskRunner(max_workers=max_parallel)
-    with task_runner as runner:
-        # Prefect annotates `map` as returning `PrefectFutureList[PrefectConcurrentFuture[R]]`, but the list is
-        # generic in the futures' result type: these are futures of `ReasoningResult`.
-        futures = cast(
-            "PrefectFutureList[ReasoningResult]",
-            runner.map(
-                step_task,
-                {
-                    "messages": [investigation_messages(topic, plan, question) for question in questions],
-                    "metadata": unmapped(metadata),
-                    "step": [f"investigate-{number}" for number in range(1, len(questions) + 1)],
-                },
-            ),
-        )
-        wait(list(futures))
+    # At most `max_parallel` investigations run at once. On the flow's own task runner when one was chosen (on a
+    # DaskTaskRunner: on the cluster's workers), submitted as earlier ones finish; else on a thread pool of this
+    # run's size. Every future is resolved before the records are read: leaving the pool's block cancels what has not
+    # started, and a failed future never resolved would leave the flow Completed.
+    calls = [
+        {
+            "messages": investigation_messages(topic, plan, question),
+            "metadata": metadata,
+            "step": f"investigate-{number}",
+        }
+        for number, question in enumerate(questions, 1)
+    ]
+    flow_runner = _chosen_task_runner()
+    if flow_runner is not None:
+        # Task.submit goes to the flow run's task runner (the one its context started), with Prefect's bookkeeping.
+        futures = _submit_bounded(lambda parameters: step_task.submit(**parameters), calls, max_parallel)
+        wait(futures)
+    else:
+        pool: ThreadPoolTaskRunner[ReasoningResult] = ThreadPoolTaskRunner(max_workers=max_parallel)
+        with pool as runner:
+            futures = _submit_bounded(lambda parameters: runner.submit(step_task, parameters), calls, max_parallel)
+            wait(futures)
     flow_context = FlowRunContext.get()
     flow_run_id = str(flow_context.flow_run.id) if flow_context and flow_context.flow_run else None
     records: list[StepRecord] = []
@@ -191,7 +235,9 @@ def research_flow(
         audit: Audit metadata sent with every request of the run (shown as a parameter in the UI).
         confirmation_token: Sent as ``confirmation_token`` in every request's metadata, over one in ``audit``
             (default: ``ARCANOS_CONFIRMATION_TOKEN``).
-        max_parallel: How many investigations run at once (a bounded thread pool).
+        max_parallel: How many investigations run at once: on a thread pool of this size, or, when the flow is given
+            a task runner (``research_flow.with_options(task_runner=DaskTaskRunner(...))``), on that runner (on Dask:
+            the cluster's workers), never more than this many at a time.
         cache: Answer steps asked before (same model, API, messages and options) from Prefect's result storage,
             without a request, for ``ARCANOS_STEP_CACHE_EXPIRATION`` seconds
             (:func:`arcanos_flows.prefect.tasks.with_cache`).
