@@ -341,6 +341,17 @@ class ArcanosSettings(NotifierSettings):
         validation_alias="ARCANOS_TASK_RETRY_DELAY",
         description="first Prefect retry delay in seconds, doubling, with jitter",
     )
+    max_retry_after: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        validation_alias="ARCANOS_MAX_RETRY_AFTER",
+        description=(
+            "longest wait in seconds a reasoning step's retry honours when the endpoint asks for one (`Retry-After`"
+            " or `retry-after-ms` on a 429 or 503, `x-ratelimit-reset-*` on a 429); a step asked to wait longer fails"
+            " at once, without retrying, its incident stating the wait asked"
+        ),
+    )
     incident_include_prompt: bool = Field(
         False,
         validation_alias="ARCANOS_INCIDENT_INCLUDE_PROMPT",

@@ -1,6 +1,7 @@
 """The Prefect layer: reasoning tasks, state hooks, the flow decorator, and the bundled flows.
 
-Everything a flow author uses, from one place. The tasks report a failed step once, after its last retry; the
+Everything a flow author uses, from one place. The reasoning tasks come sync (``run_reasoning``) and async
+(``arun_reasoning``, for async flows); they report a failed step once, after its last retry; the
 hooks turn a failed, crashed or cancelled flow run into one incident per root cause; ``@arcanos_flow`` wires the
 hooks and tags the run. Modules: :mod:`~arcanos_flows.prefect.tasks`, :mod:`~arcanos_flows.prefect.hooks`,
 :mod:`~arcanos_flows.prefect.decorator`, :mod:`~arcanos_flows.prefect.credentials` (the Block),
@@ -48,10 +49,14 @@ if TYPE_CHECKING:
     from arcanos_flows.prefect.tasks import (
         DEFAULT_STEP_CACHE_EXPIRATION,
         DEFAULT_TASK_RETRIES,
+        arun_reasoning,
+        arun_simple_prompt,
         notify_maintenance,
+        requested_wait,
         retry_transient_failures,
         run_reasoning,
         run_simple_prompt,
+        shared_async_client,
         shared_client,
         with_cache,
         with_retries,
@@ -60,10 +65,14 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "DEFAULT_STEP_CACHE_EXPIRATION": "arcanos_flows.prefect.tasks",
     "DEFAULT_TASK_RETRIES": "arcanos_flows.prefect.tasks",
+    "arun_reasoning": "arcanos_flows.prefect.tasks",
+    "arun_simple_prompt": "arcanos_flows.prefect.tasks",
     "notify_maintenance": "arcanos_flows.prefect.tasks",
+    "requested_wait": "arcanos_flows.prefect.tasks",
     "retry_transient_failures": "arcanos_flows.prefect.tasks",
     "run_reasoning": "arcanos_flows.prefect.tasks",
     "run_simple_prompt": "arcanos_flows.prefect.tasks",
+    "shared_async_client": "arcanos_flows.prefect.tasks",
     "shared_client": "arcanos_flows.prefect.tasks",
     "with_cache": "arcanos_flows.prefect.tasks",
     "with_retries": "arcanos_flows.prefect.tasks",
@@ -109,6 +118,8 @@ __all__ = [
     "ResearchStepsFailed",
     "StepRecord",
     "arcanos_flow",
+    "arun_reasoning",
+    "arun_simple_prompt",
     "bind_notifier",
     "emit_incident_event",
     "flow_on_cancellation",
@@ -125,11 +136,13 @@ __all__ = [
     "register_environment_secrets",
     "report",
     "request_identity",
+    "requested_wait",
     "research_flow",
     "resolve_settings",
     "retry_transient_failures",
     "run_reasoning",
     "run_simple_prompt",
+    "shared_async_client",
     "shared_client",
     "task_on_failure",
     "uninstall_automations",

@@ -17,7 +17,7 @@ import contextlib
 import functools
 import inspect
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
@@ -83,12 +83,31 @@ def _file_version(fn: Callable[..., Any]) -> str | None:
         return None
 
 
+@contextlib.contextmanager
+def _arcanos_tags() -> Iterator[None]:
+    """``tags(*ARCANOS_TAGS)``, remembering which of them it added (the flow's body takes those off again)."""
+    added = frozenset(ARCANOS_TAGS) - set(TagsContext.get().current_tags)
+    token = _ADDED_TAGS.set(added)
+    try:
+        with tags(*ARCANOS_TAGS):
+            yield
+    finally:
+        _ADDED_TAGS.reset(token)
+
+
+async def _tagged(run: Coroutine[Any, Any, Any]) -> Any:
+    # The tags are those of where the run is awaited, as for any async flow, plus ARCANOS_TAGS.
+    with _arcanos_tags():
+        return await run
+
+
 class ArcanosFlow(Flow[P, R]):
     """A flow whose runs carry :data:`ARCANOS_TAGS`, also when called directly (not only from a deployment).
 
     Prefect takes a run's tags from the ``tags()`` context when it creates the run (``@flow`` has no ``tags``);
     deployments set theirs in ``prefect.yaml``, and ``serve``/``to_deployment`` take ``tags=``. The task runs
-    inside are not tagged (see the module's docstring).
+    inside are not tagged (see the module's docstring). Sync and async flows alike: an async flow's run is
+    tagged when its coroutine is awaited, which is when Prefect creates it.
 
     Examples:
         >>> from prefect import task
@@ -112,14 +131,17 @@ class ArcanosFlow(Flow[P, R]):
             self._entrypoint = f"{inspect.getfile(original)}:{original.__qualname__}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the flow inside ``tags(*ARCANOS_TAGS)``: its flow run carries them, its task runs do not."""
-        added = frozenset(ARCANOS_TAGS) - set(TagsContext.get().current_tags)
-        token = _ADDED_TAGS.set(added)
-        try:
-            with tags(*ARCANOS_TAGS):
+        """Run the flow inside ``tags(*ARCANOS_TAGS)``: its flow run carries them, its task runs do not.
+
+        An async flow's run is created when its coroutine is awaited, not when it is called: the coroutine
+        returned enters the tags there.
+        """
+        if not self.isasync:
+            with _arcanos_tags():
                 return super().__call__(*args, **kwargs)
-        finally:
-            _ADDED_TAGS.reset(token)
+        # Prefect checks the parameters now and returns the coroutine that creates and runs the flow run.
+        run = super().__call__(*args, **kwargs)
+        return _tagged(run) if inspect.iscoroutine(run) else run
 
     def with_options(self, **options: Any) -> ArcanosFlow[P, R]:
         """A copy with other options (see :meth:`prefect.Flow.with_options`), still tagging its runs."""
