@@ -115,8 +115,10 @@ class RequestRateLimiter:
 
         Examples:
             >>> import asyncio
-            >>> limiter = RequestRateLimiter(6000)           # one request every 10 ms
-            >>> asyncio.run(limiter.aacquire()), asyncio.run(limiter.aacquire()) > 0
+            >>> limiter = RequestRateLimiter(120)  # one request every 0.5 s
+            >>> first = asyncio.run(limiter.aacquire())
+            >>> second = asyncio.run(limiter.aacquire())  # awaited the next slot
+            >>> first, 0 < second <= 0.5
             (0.0, True)
         """
         delay = self.reserve()
