@@ -1,9 +1,11 @@
 """Run the benchmarks and print the results table.
 
-``python -m bench [--quick | --smoke] [--repeats N] [--only NAME ...] [--keep] [--diagnose] [--json FILE]``
+``python -m bench [--quick | --smoke] [--repeats N] [--only NAME ...] [--keep] [--diagnose] [--json FILE]
+[--chart FILE.svg]``
 
-Scenarios (``--only`` names): ``fanout``, ``overhead``, ``task-cost``, ``adhoc``, ``cache``, ``rate-limit``,
-``memory``. ``--quick`` runs every scenario at tiny sizes as a smoke test (targets are shown, not asserted).
+Scenarios (``--only`` names): ``fanout``, ``async-fanout``, ``overhead``, ``task-cost``, ``adhoc``, ``cache``,
+``rate-limit``, ``memory``, ``typed-overhead``. ``--quick`` runs every scenario at tiny sizes as a smoke test
+(targets are shown, not asserted).
 ``--smoke`` is ``--quick`` at the smallest sizes, without waiting for the Prefect server to go idle between runs:
 the test suite's proof that every scenario runs and prints its row (its figures mean nothing). The exit status is
 1 when a measured target is missed (not in ``--quick``/``--smoke``), 2 when a scenario could not be measured.
@@ -13,18 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import adhoc, caching, client_overhead, fanout, memory, rate_limit, task_cost
+from . import adhoc, async_fanout, caching, chart, client_overhead, fanout, memory, rate_limit, task_cost
 from ._common import Bench, Row, load_average, print_table
 
 SCENARIOS: dict[str, tuple[str, str, Callable[[Bench], Row | list[Row]]]] = {
     "fanout": ("fan-out", fanout.TARGET, fanout.run),
+    "async-fanout": ("async fan-out", async_fanout.TARGET, async_fanout.run),
     "overhead": ("client overhead", client_overhead.TARGET, client_overhead.run),
+    "typed-overhead": ("typed answers", client_overhead.TYPED_TARGET, client_overhead.run_typed),
     "task-cost": ("Prefect cost per reasoning task", task_cost.TARGET, task_cost.run),
     "adhoc": ("ad-hoc `arcanos-flows run research`", "<= +1 s temporary server; <= 3 s local server", adhoc.run),
     "cache": ("re-run with caching on", caching.TARGET, caching.run),
@@ -50,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         "--diagnose", action="store_true", help="also run diagnostic variants (research flow with tagged task runs)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON to this file")
+    parser.add_argument(
+        "--chart", type=Path, default=None, help="also draw the measured ratios as an SVG chart (bench.chart)"
+    )
     args = parser.parse_args(argv)
     args.quick = args.quick or args.smoke
     repeats = args.repeats or (1 if args.quick else 5)
@@ -89,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2) + "\n")
+    if args.chart and chart.chartable([row.__dict__ for row in rows]):
+        args.chart.parent.mkdir(parents=True, exist_ok=True)
+        caption = (
+            f"python -m bench {' '.join(sys.argv[1:] if argv is None else argv)} · {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()} · medians of {repeats} rounds · {time.strftime('%Y-%m-%d')}"
+        )
+        args.chart.write_text(chart.render([row.__dict__ for row in rows], caption))
     if errors:
         return 2
     return 0 if args.quick or all(row.met is not False for row in rows) else 1

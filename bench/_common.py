@@ -404,6 +404,11 @@ class Row:
     target: str
     met: bool | None
     notes: list[str] = field(default_factory=list)
+    values: dict[str, float] = field(default_factory=dict)
+    """The measured figures the chart draws, by label (``unit`` each), compared with ``baseline``."""
+    baseline: tuple[str, float] | None = None
+    """The label and figure the ratios are taken against (the raw SDK, measured in the same run)."""
+    unit: str = ""
 
     @classmethod
     def missing(cls, scenario: str, target: str, what: str) -> Row:

@@ -225,19 +225,142 @@ def raw(topic: str, n: int, par: int) -> dict[str, Any]:
     return _stamp(started, started_mono)
 
 
+# --- async fan-out sides (issue 14) ---------------------------------------------------------------------------------
+# ``n`` independent reasoning steps, at most ``par`` in flight: what an async flow gathers.
+
+_afan: dict[str, Any] = {}
+
+
+def _afan_loop() -> asyncio.AbstractEventLoop:
+    # One event loop for the life of the process (the async clients and connection pools live on it).
+    global _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+    return _loop
+
+
+def _afan_timed(coroutine: Any) -> dict[str, Any]:
+    started_mono, started = _start()
+    count = _afan_loop().run_until_complete(coroutine)
+    return _stamp(started, started_mono, steps=count)
+
+
+async def _gather_limited(par: int, n: int, step: Callable[[int], Any]) -> int:
+    limit = asyncio.Semaphore(par)
+
+    async def one(number: int) -> Any:
+        async with limit:
+            return await step(number)
+
+    results = await asyncio.gather(*(one(number) for number in range(n)))
+    return len(results)
+
+
+@command
+def afan_raw(n: int, par: int) -> dict[str, Any]:
+    """Raw ``AsyncOpenAI``: ``n`` chat completions gathered under ``asyncio.Semaphore(par)``, no Prefect."""
+    import openai
+
+    if "raw" not in _afan:
+        base_url = os.environ["OPENAI_BASE_URL"]
+        _afan["raw"] = openai.AsyncOpenAI(api_key=_shapes.API_KEY, base_url=base_url, max_retries=0)
+    client = _afan["raw"]
+
+    async def step(number: int) -> str:
+        response = await client.chat.completions.create(
+            model=_shapes.MODEL, messages=MESSAGES, metadata=_shapes.metadata(), store=True
+        )
+        return response.choices[0].message.content or ""
+
+    return _afan_timed(_gather_limited(par, n, step))
+
+
+@command
+def afan_arun(n: int, par: int) -> dict[str, Any]:
+    """An async flow gathering ``await arun_reasoning(...)`` for ``n`` steps, ``par`` at once (a semaphore)."""
+    if "arun" not in _afan:
+        from prefect import flow
+
+        from arcanos_flows.prefect import arun_reasoning
+
+        @flow(name="bench-async-fanout")
+        async def async_fanout(n: int, par: int) -> int:
+            metadata = dict(_shapes.AUDIT)
+            return await _gather_limited(par, n, lambda number: arun_reasoning(MESSAGES, metadata, f"s{number}"))
+
+        _afan["arun"] = async_fanout
+    return _afan_timed(_afan["arun"](n, par))
+
+
+@command
+def afan_sync_map(n: int, par: int) -> dict[str, Any]:
+    """The library's sync path: ``run_reasoning.map`` over ``n`` steps on a ``ThreadPoolTaskRunner(par)``."""
+    key = f"sync_map-{par}"
+    if key not in _afan:
+        from prefect import flow, unmapped
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        from arcanos_flows.prefect import run_reasoning
+
+        @flow(name="bench-sync-fanout", task_runner=ThreadPoolTaskRunner(max_workers=par))
+        def sync_fanout(n: int) -> int:
+            metadata = dict(_shapes.AUDIT)
+            futures = run_reasoning.map(unmapped(MESSAGES), unmapped(metadata), [f"s{i}" for i in range(n)])
+            return len(futures.result())
+
+        _afan[key] = sync_fanout
+    started_mono, started = _start()
+    count = _afan[key](n)
+    return _stamp(started, started_mono, steps=count)
+
+
+@command
+def afan_bare(n: int, par: int) -> dict[str, Any]:
+    """What a user writes instead: a bare Prefect async ``@task`` around ``AsyncOpenAI``, gathered in an async flow."""
+    if "bare" not in _afan:
+        import openai
+        from prefect import flow, task
+
+        client = openai.AsyncOpenAI(api_key=_shapes.API_KEY, base_url=os.environ["OPENAI_BASE_URL"], max_retries=0)
+
+        @task(name="bench-bare-async-step")
+        async def ask(step: str) -> str:
+            response = await client.chat.completions.create(
+                model=_shapes.MODEL, messages=MESSAGES, metadata=_shapes.metadata(), store=True
+            )
+            return response.choices[0].message.content or ""
+
+        @flow(name="bench-bare-async-fanout")
+        async def bare_fanout(n: int, par: int) -> int:
+            return await _gather_limited(par, n, lambda number: ask(f"s{number}"))
+
+        _afan["bare"] = bare_fanout
+    return _afan_timed(_afan["bare"](n, par))
+
+
 # --- client overhead ------------------------------------------------------------------------------------------------
 
 
 @command
-def client_overhead(calls: int, repeats: int, block: int = 50) -> dict[str, Any]:
+def client_overhead(calls: int, repeats: int, block: int = 50, typed: bool = False) -> dict[str, Any]:
     """``ArcanosPythonClient.run_reasoning`` vs the raw SDK client, same server, in alternating blocks of calls.
 
     Each round makes ``calls`` calls per side in blocks of ``block``, alternating which side goes first, so drift
-    and noise hit both alike; the round's figure per side is its mean ms per call.
+    and noise hit both alike; the round's figure per side is its mean ms per call. With ``typed``, both ask for a
+    pydantic model: ``run_reasoning(output_type=...)`` against the SDK's own ``chat.completions.parse``.
     """
     import openai
+    from pydantic import BaseModel
 
     from arcanos_flows import ArcanosPythonClient, ArcanosSettings
+
+    class Layer(BaseModel):
+        name: str
+        confirmed_by: list[str]
+
+    class LayerAudit(BaseModel):
+        summary: str
+        layers: list[Layer]
 
     base_url = os.environ["OPENAI_BASE_URL"]
     raw_client = openai.OpenAI(api_key=_shapes.API_KEY, base_url=base_url, max_retries=0)
@@ -246,10 +369,21 @@ def client_overhead(calls: int, repeats: int, block: int = 50) -> dict[str, Any]
     metadata = dict(_shapes.AUDIT)
 
     def raw_call() -> None:
-        raw_client.chat.completions.create(model=_shapes.MODEL, messages=MESSAGES, metadata=metadata, store=True)
+        if typed:
+            parsed = raw_client.chat.completions.parse(
+                model=_shapes.MODEL, messages=MESSAGES, metadata=metadata, store=True, response_format=LayerAudit
+            )
+            assert isinstance(parsed.choices[0].message.parsed, LayerAudit)
+        else:
+            raw_client.chat.completions.create(model=_shapes.MODEL, messages=MESSAGES, metadata=metadata, store=True)
 
     def ours_call() -> None:
-        client.run_reasoning(MESSAGES, metadata=metadata)
+        if typed:
+            assert isinstance(
+                client.run_reasoning(MESSAGES, metadata=metadata, output_type=LayerAudit).output, LayerAudit
+            )
+        else:
+            client.run_reasoning(MESSAGES, metadata=metadata)
 
     for _ in range(20):  # warm both connection pools
         raw_call()

@@ -83,4 +83,7 @@ def run(bench: Bench) -> Row:
             f"ARCANOS_REQUESTS_PER_MINUTE={rpm}, max_parallel={par}, latency {latency * 1000:.0f} ms; rounds: "
             + "; ".join(details)
         ],
+        values={"arcanos-flows": achieved},
+        baseline=("the limit", allowed),
+        unit="req/s",
     )

@@ -71,6 +71,9 @@ def run(bench: Bench) -> Row:
         TARGET,
         difference <= 10,
         notes,
+        values={"run_reasoning task": task_ms, "bare @task": plain_ms},
+        baseline=("direct client call", direct_ms),
+        unit="ms/call",
     )
 
 

@@ -72,8 +72,10 @@ def test_steps_table_has_one_row_per_step_with_the_documented_columns() -> None:
             "status": "completed",
             "model": MODEL,
             "input_tokens": 12,
+            "cached_tokens": 0,
             "output_tokens": 30,
             "reasoning_tokens": 20,
+            "cost_usd": None,
             "latency_ms": 813,
             "request_id": "req_1",
             "attempts": 2,
@@ -83,8 +85,10 @@ def test_steps_table_has_one_row_per_step_with_the_documented_columns() -> None:
             "status": "failed",
             "model": None,
             "input_tokens": 0,
+            "cached_tokens": 0,
             "output_tokens": 0,
             "reasoning_tokens": 0,
+            "cost_usd": None,
             "latency_ms": None,
             "request_id": "req_3",
             "attempts": 1,
@@ -92,8 +96,8 @@ def test_steps_table_has_one_row_per_step_with_the_documented_columns() -> None:
     ]
     assert tuple(steps_table(report)[0]) == STEPS_COLUMNS
     markdown = report.to_markdown()
-    assert "| plan | completed | " + MODEL + " | 12 | 30 | 20 | 813 | req_1 | 2 |" in markdown
-    assert "| investigate-1 | **failed** (authentication) |  | 0 | 0 | 0 |  | req_3 | 1 |" in markdown
+    assert "| plan | completed | " + MODEL + " | 12 | 0 | 30 | 20 |  | 813 | req_1 | 2 |" in markdown
+    assert "| investigate-1 | **failed** (authentication) |  | 0 | 0 | 0 | 0 |  |  | req_3 | 1 |" in markdown
     assert "**Status:** 1 of 2 steps failed" in markdown
 
 

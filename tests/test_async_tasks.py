@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -156,6 +158,47 @@ def test_gathered_steps_run_at_once_on_one_client_closed_with_the_loop(
     # One after the other, each request would arrive after the previous one was answered (`latency` later).
     assert arrivals[-1] - arrivals[0] < latency, arrivals
     assert client._openai.is_closed()  # the loop's clients are closed when asyncio.run ends it
+
+
+def test_a_failure_reported_to_a_webhook_that_does_not_answer_never_stalls_the_other_steps(
+    astep: Task[..., Any],
+    openai_server: FakeOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    spool: Path,
+) -> None:
+    """The task hook delivers in a worker thread in async runs: while it waits on the webhook, the loop runs on."""
+    timeout = 0.8
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:  # accepts connections, never answers
+        monkeypatch.setenv("ARCANOS_MAINTENANCE_WEBHOOK", f"http://127.0.0.1:{silent.getsockname()[1]}/hook")
+        monkeypatch.setenv("ARCANOS_WEBHOOK_TIMEOUT", str(timeout))
+        openai_server.always(Reply.error(401))
+        ticks: list[float] = []
+        reported: list[float] = []
+
+        async def failing_step_and_a_ticker() -> None:
+            async def failing() -> None:
+                try:
+                    await astep(MESSAGES, step="denied")
+                finally:
+                    reported.append(time.monotonic())
+
+            async def ticker() -> None:
+                while not reported:
+                    ticks.append(time.monotonic())
+                    await asyncio.sleep(0.02)
+                ticks.append(time.monotonic())
+
+            await asyncio.gather(failing(), ticker(), return_exceptions=True)
+
+        started = time.monotonic()
+        state = in_async_flow(failing_step_and_a_ticker)
+
+    assert state.is_completed()
+    assert reported[0] - started >= timeout  # the hook waited on the webhook (then spooled) before the step ended
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert max(gaps) < timeout / 2, max(gaps)  # ... and the event loop kept serving the ticker all along
+    (spooled,) = spool.glob("*.json")  # kept for the next delivery: nothing lost
+    assert "authentication" in spooled.read_text()
 
 
 def test_submitted_async_steps_return_futures(astep: Task[..., Any], openai_server: FakeOpenAIServer) -> None:

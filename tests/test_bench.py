@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import openai
 import pytest
@@ -32,7 +33,9 @@ from bench._fake_server import rpm_keyword  # noqa: E402
 
 SCENARIO_TITLES = (
     "fan-out",
+    "async fan-out",
     "client overhead",
+    "typed answers",
     "Prefect cost per reasoning task",
     "ad-hoc `arcanos-flows run research`",
     "caching on",
@@ -54,6 +57,10 @@ def run_bench(*arguments: str, timeout: float) -> subprocess.CompletedProcess[st
         timeout=timeout,
         check=False,
     )
+
+
+def parse_svg(text: str) -> ElementTree.Element:
+    return ElementTree.fromstring(text)  # noqa: S314 (an SVG the bench wrote in this test)
 
 
 def ask(base_url: str) -> openai.OpenAI:
@@ -132,13 +139,21 @@ def test_quick_client_overhead_prints_its_row(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [row["scenario"] for row in rows] == ["client overhead, 50 calls, 0 ms latency"]
     assert rows[0]["met"] in (True, False)
+    # The figures the chart draws are the ones the row quotes, measured in the same run.
+    (ours,) = rows[0]["values"].values()
+    label, raw = rows[0]["baseline"]
+    assert label == "raw OpenAI SDK"
+    assert rows[0]["unit"] == "ms/call"
+    assert f"{ours:.3f} ms/call" == rows[0]["measured"]
+    assert f"raw SDK {raw:.3f} ms/call" == rows[0]["compared"]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_quick_bench_runs_every_scenario(tmp_path: Path) -> None:
     """`python -m bench --smoke` (``--quick``) measures every scenario at tiny sizes without a bench error."""
-    result = run_bench(SMOKE, "--json", str(tmp_path / "rows.json"), timeout=1400)
+    chart_file = tmp_path / "bench.svg"
+    result = run_bench(SMOKE, "--json", str(tmp_path / "rows.json"), "--chart", str(chart_file), timeout=1400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     rows = json.loads((tmp_path / "rows.json").read_text())
     titles = [row["scenario"] for row in rows]
@@ -147,3 +162,56 @@ def test_quick_bench_runs_every_scenario(tmp_path: Path) -> None:
     assert not [row for row in rows if row["measured"] == "n/a (bench error)"], rows
     for row in rows:  # each scenario's row is printed in the table
         assert f"| {row['scenario']} | {row['measured']} |" in result.stdout, row["scenario"]
+    # The chart draws one group per row with figures, with the ratio the figures give.
+    svg = parse_svg(chart_file.read_text())
+    titles_drawn = [text.text for text in svg.iter("{http://www.w3.org/2000/svg}text") if text.get("class") == "title"]
+    drawn = [row for row in rows if row.get("values") and row.get("baseline")]
+    assert titles_drawn == [row["scenario"] for row in drawn]
+    assert len(drawn) >= 5
+    labels = "".join(svg.itertext())
+    for row in drawn:
+        (first, value), base = next(iter(row["values"].items())), row["baseline"][1]
+        assert first in labels, labels
+        assert f"({value / base:.2f}x)" in labels, (first, labels)
+
+
+def test_chart_draws_each_row_with_figures_and_leaves_out_the_rest(tmp_path: Path) -> None:
+    """`python -m bench.chart` reads --json rows and draws bars whose lengths follow the ratios."""
+    rows = [
+        {"scenario": "fan-out", "values": {"ours": 6.0, "naive": 4.5}, "baseline": ["raw", 3.0], "unit": "s"},
+        {"scenario": "feature missing", "values": {}, "baseline": None, "unit": ""},
+    ]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.chart", str(tmp_path / "rows.json"), "--out", str(tmp_path / "c.svg")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    svg = parse_svg((tmp_path / "c.svg").read_text())
+    bars = [
+        float(rect.get("width", 0))
+        for rect in svg.iter("{http://www.w3.org/2000/svg}rect")
+        if rect.get("fill") != "#fff"
+    ]
+    assert len(bars) == 3
+    assert bars[1] == pytest.approx(2 * bars[0], rel=0.01)
+    assert bars[2] == pytest.approx(1.5 * bars[0], rel=0.01)
+    text = "".join(svg.itertext())
+    assert "(2.00x)" in text
+    assert "(1.50x)" in text
+    assert "feature missing" not in text
+    (tmp_path / "none.json").write_text(json.dumps(rows[1:]))
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.chart", str(tmp_path / "none.json"), "--out", str(tmp_path / "n.svg")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "no row carries figures" in result.stderr

@@ -446,3 +446,23 @@ def test_a_plain_client_error_pickles_without_its_chain_after_dask_was_imported(
         client.run_reasoning(MESSAGES, notify=False)
 
     assert API_KEY.encode() not in pickle.dumps(raised.value)
+
+
+def test_the_docs_dask_example_runs_on_a_cluster_of_its_own(
+    openai_server: FakeOpenAIServer, receiver: WebhookReceiver, arcanos_env: dict[str, str], eval_example: Any
+) -> None:
+    """The Dask example of the docs (not run by tests/test_examples.py: it imports distributed) runs as a user's would.
+
+    It starts its own LocalCluster, whose workers inherit this process's environment (the module's loopback).
+    """
+    from test_examples import DASK_EXAMPLES
+
+    assert DASK_EXAMPLES, "the docs lost their Dask example"
+    for example in DASK_EXAMPLES:
+        openai_server.clear()
+        openai_server.always(Reply.ok())
+        eval_example.run(example)
+        assert len(completions(openai_server)) == 3, example.path
+        metadata = [request.json["metadata"] for request in completions(openai_server)]
+        assert len({entry["prefect.task_run_id"] for entry in metadata}) == 3
+    assert receiver.incidents == []

@@ -15,11 +15,15 @@ from pytest_examples import CodeExample, EvalExample, find_examples
 from arcanos_flows.core import redaction
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = [
+ALL_EXAMPLES = [
     example
     for example in find_examples(str(ROOT / "README.md"), str(ROOT / "docs"))
     if example.path.suffix == ".md" and "_hooks" not in example.path.parts
 ]
+DASK_EXAMPLES = [example for example in ALL_EXAMPLES if "prefect_dask" in example.source]
+"""Run by tests/test_dask.py instead, inside the fixtures that keep ``import distributed``'s pickle reducers to the
+Dask tests (it registers them process-wide)."""
+EXAMPLES = [example for example in ALL_EXAMPLES if example not in DASK_EXAMPLES]
 
 
 def _id(example: CodeExample) -> str:

@@ -34,10 +34,9 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 AUDIT = {"ticket": "OPS-7", "requested_by": "maintenance"}
 TOKEN = "ct-2025-11"
-PLAN = (
-    "Here is the plan:\n1. Which confirmation layers exist?\n2. Who confirms each layer?\n3. What happens on timeout?"
-)
 QUESTIONS = ["Which confirmation layers exist?", "Who confirms each layer?", "What happens on timeout?"]
+PLAN = json.dumps({"approach": "Map the layers, then who confirms them.", "questions": QUESTIONS})
+"""The plan step's structured answer (a ResearchPlan) when the questions are the model's to propose."""
 
 
 def user_text(request: RecordedRequest) -> str:

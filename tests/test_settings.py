@@ -453,3 +453,31 @@ def test_client_with_missing_env_file_prints_the_incident(
         ArcanosPythonClient()
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["incident_class"] == "configuration"
+
+
+# --- settings read once per change (what the tasks use) ------------------------------------------------------------
+
+
+def test_settings_from_the_environment_are_read_again_when_the_env_file_or_a_variable_changes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Tasks resolve settings at each call; the cache returns the same object until something they read changes."""
+    from arcanos_flows.core.settings import settings_from_environment
+
+    env_file = tmp_path / "arcanos.env"
+    env_file.write_text(f"OPENAI_API_KEY={PLAIN_API_KEY}\nARCANOS_FINE_TUNED_MODEL={MODEL}\n")
+    monkeypatch.setenv("ARCANOS_ENV_FILE", str(env_file))
+    first = settings_from_environment()
+    assert first is settings_from_environment()
+    assert first.fine_tuned_model == MODEL
+
+    env_file.write_text(f"OPENAI_API_KEY={PLAIN_API_KEY}\nARCANOS_FINE_TUNED_MODEL={MODEL}-v2\n")  # size changes
+    assert settings_from_environment().fine_tuned_model == f"{MODEL}-v2"
+
+    monkeypatch.setenv("ARCANOS_REQUEST_TIMEOUT", "7")
+    assert settings_from_environment().request_timeout == 7
+
+    monkeypatch.setenv("ARCANOS_FINE_TUNED_MODEL", "not a model")  # an error is raised at every call, never cached
+    for _ in range(2):
+        with pytest.raises(ConfigurationError, match="ARCANOS_FINE_TUNED_MODEL"):
+            settings_from_environment()

@@ -31,19 +31,39 @@ def report_of(outcome: FlowOutcome) -> ResearchReport | None:
 
 
 def usage_table(report: ResearchReport) -> Table:
-    """Tokens, latency, request id and tries of each step, with the run's total."""
+    """Tokens, cost, latency, request id and tries of each step, with the run's total (and budget, if any)."""
+    from arcanos_flows.flows.research.report import format_cost
+
     table = Table(
-        "step", "status", "model", "input", "output", "reasoning", "latency", "request", "tries", title="Usage"
+        "step",
+        "status",
+        "model",
+        "input",
+        "cached",
+        "output",
+        "reasoning",
+        "cost",
+        "latency",
+        "request",
+        "tries",
+        title="Usage",
     )
     for step in report.steps:
-        status = Text(step.status, style="green") if step.ok else Text(f"failed ({step.error_class})", style="red")
+        if step.ok:
+            status = Text(step.status, style="green")
+        elif step.status == "skipped":
+            status = Text("skipped (budget)", style="yellow")
+        else:
+            status = Text(f"failed ({step.error_class})", style="red")
         table.add_row(
             Text(step.step),
             status,
             Text(step.model or ""),
             str(step.usage.input_tokens),
+            str(step.usage.cached_tokens),
             str(step.usage.output_tokens),
             str(step.usage.reasoning_tokens),
+            "" if step.status in ("skipped", "cached") else format_cost(step.usage.cost_usd, empty="-"),
             "" if step.latency_ms is None else f"{step.latency_ms:.0f} ms",
             Text(step.request_id or ""),
             "" if step.attempts is None else str(step.attempts),
@@ -51,8 +71,23 @@ def usage_table(report: ResearchReport) -> Table:
     total = report.usage
     table.add_section()
     table.add_row(
-        "total", "", "", str(total.input_tokens), str(total.output_tokens), str(total.reasoning_tokens), "", "", ""
+        "total",
+        "",
+        "",
+        str(total.input_tokens),
+        str(total.cached_tokens),
+        str(total.output_tokens),
+        str(total.reasoning_tokens),
+        format_cost(total.cost_usd, empty="n/a (no prices)"),
+        "",
+        "",
+        "",
     )
+    if report.budget:
+        limits = ", ".join(
+            f"{name} {report.budget[name]}" for name in ("max_total_tokens", "max_cost_usd") if report.budget.get(name)
+        )
+        table.caption = f"budget {limits}: " + ("spent, steps skipped" if report.budget.get("exceeded") else "within")
     return table
 
 

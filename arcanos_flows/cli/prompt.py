@@ -59,7 +59,8 @@ def prompt(
     err_console.print(
         Text(
             f"{result.model} · {usage.input_tokens} input / {usage.output_tokens} output tokens · "
-            f"{result.latency_ms:.0f} ms · request {result.request_id or '-'}",
+            + ("" if usage.cost_usd is None else f"${usage.cost_usd:.6f} · ")
+            + f"{result.latency_ms:.0f} ms · request {result.request_id or '-'}",
             style="dim",
         ),
         soft_wrap=True,

@@ -12,6 +12,15 @@ Examples:
 
 from arcanos_flows.client._async import AsyncArcanosClient
 from arcanos_flows.client._base import SOURCE, model_matches
+from arcanos_flows.client._output import DEFAULT_OUTPUT_RETRIES, OutputSpec, output_spec
 from arcanos_flows.client._sync import ArcanosPythonClient
 
-__all__ = ["SOURCE", "ArcanosPythonClient", "AsyncArcanosClient", "model_matches"]
+__all__ = [
+    "DEFAULT_OUTPUT_RETRIES",
+    "SOURCE",
+    "ArcanosPythonClient",
+    "AsyncArcanosClient",
+    "OutputSpec",
+    "model_matches",
+    "output_spec",
+]

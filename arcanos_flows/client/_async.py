@@ -16,8 +16,9 @@ from typing import Any
 
 import openai
 
-from arcanos_flows.client._base import Call, ClientCore, simple_prompt_messages
+from arcanos_flows.client._base import Call, ClientCore, PreparedRequest, simple_prompt_messages
 from arcanos_flows.client._http import async_event_hooks, tls_context
+from arcanos_flows.client._output import DEFAULT_OUTPUT_RETRIES, OutputAttempts, check_output_options
 from arcanos_flows.core.errors import InvalidReasoningInput
 from arcanos_flows.core.metadata import MetadataValue
 from arcanos_flows.core.results import ReasoningResult
@@ -91,8 +92,10 @@ class AsyncArcanosClient(ClientCore):
         notify: bool = True,
         identity: Mapping[str, str | None] | None = None,
         model: None = None,
+        output_type: Any = None,
+        output_retries: int = DEFAULT_OUTPUT_RETRIES,
     ) -> ReasoningResult:
-        """Ask the enforced model one question.
+        """Ask the enforced model one question (``output_type=`` for a validated, typed answer).
 
         Arguments, result and exceptions are those of :meth:`ArcanosPythonClient.run_reasoning
         <arcanos_flows.client.ArcanosPythonClient.run_reasoning>`: bad input raises
@@ -116,22 +119,23 @@ class AsyncArcanosClient(ClientCore):
         """
         call = Call(messages, notify)
         try:
-            request = self._prepare(
-                call,
-                metadata=metadata,
-                reasoning_effort=reasoning_effort,
-                max_output_tokens=max_output_tokens,
-                response_format=response_format,
-                timeout=timeout,
-                identity=identity,
-                model=model,
-            )
-            started = time.perf_counter()
-            if request.api == "chat":
-                raw = await self._openai.chat.completions.with_raw_response.create(**request.body, **request.options)
-            else:
-                raw = await self._openai.responses.with_raw_response.create(**request.body, **request.options)
-            return self._result(request, raw, started)
+            spec = check_output_options(output_type, output_retries, response_format)
+            options: dict[str, Any] = {
+                "metadata": metadata,
+                "reasoning_effort": reasoning_effort,
+                "max_output_tokens": max_output_tokens,
+                "response_format": spec.response_format if spec is not None else response_format,
+                "timeout": timeout,
+                "identity": identity,
+                "model": model,
+            }
+            request = self._prepare(call, **options)
+            if spec is None:
+                return await self._send(request)
+            tries = OutputAttempts(spec, list(messages), output_retries)
+            while (typed := tries.settle(await self._send(request))) is None:
+                request = self._prepare(Call(tries.messages, notify=False), **options)
+            return typed
         except Exception as exc:
             await self._report(exc, call)
             raise
@@ -144,6 +148,8 @@ class AsyncArcanosClient(ClientCore):
         system: str | None = None,
         notify: bool = True,
         identity: Mapping[str, str | None] | None = None,
+        output_type: Any = None,
+        output_retries: int = DEFAULT_OUTPUT_RETRIES,
     ) -> ReasoningResult:
         """Ask one user-turn question, optionally with a system message.
 
@@ -167,7 +173,22 @@ class AsyncArcanosClient(ClientCore):
         except InvalidReasoningInput as exc:
             await self._report(exc, Call(None, notify))
             raise
-        return await self.run_reasoning(messages, metadata=metadata, notify=notify, identity=identity)
+        return await self.run_reasoning(
+            messages,
+            metadata=metadata,
+            notify=notify,
+            identity=identity,
+            output_type=output_type,
+            output_retries=output_retries,
+        )
+
+    async def _send(self, request: PreparedRequest) -> ReasoningResult:
+        started = time.perf_counter()
+        if request.api == "chat":
+            raw = await self._openai.chat.completions.with_raw_response.create(**request.body, **request.options)
+        else:
+            raw = await self._openai.responses.with_raw_response.create(**request.body, **request.options)
+        return self._result(request, raw, started)
 
     async def _report(self, error: Exception, call: Call) -> None:
         incident = self._failed(error, call)

@@ -160,6 +160,7 @@ class ClientCore:
         self.notifier = notifier if notifier is not None else MaintenanceNotifier(self.settings, source=SOURCE)
         redact_logs(*_UPSTREAM_LOGGERS)
         self.model = self.settings.fine_tuned_model
+        self.pricing = self.settings.pricing
         self.rate_limiter = shared_limiter(self.settings)
 
     def _sdk_options(self) -> dict[str, Any]:
@@ -242,7 +243,7 @@ class ClientCore:
             response_id=redact(outcome.response_id),
             request_id=exchange.request_id,
             finish_reason=outcome.finish_reason,
-            usage=outcome.usage,
+            usage=outcome.usage.priced(self.pricing),
             metadata=request.metadata,
             stored=request.body.get("store") is True,
             latency_ms=round(latency_ms, 3),

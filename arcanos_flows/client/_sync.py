@@ -13,8 +13,9 @@ from typing import Any
 
 import openai
 
-from arcanos_flows.client._base import Call, ClientCore, simple_prompt_messages
+from arcanos_flows.client._base import Call, ClientCore, PreparedRequest, simple_prompt_messages
 from arcanos_flows.client._http import event_hooks, tls_context
+from arcanos_flows.client._output import DEFAULT_OUTPUT_RETRIES, OutputAttempts, check_output_options
 from arcanos_flows.core.errors import InvalidReasoningInput
 from arcanos_flows.core.metadata import MetadataValue
 from arcanos_flows.core.pickling import register_sdk_exceptions
@@ -84,6 +85,8 @@ class ArcanosPythonClient(ClientCore):
         notify: bool = True,
         identity: Mapping[str, str | None] | None = None,
         model: None = None,
+        output_type: Any = None,
+        output_retries: int = DEFAULT_OUTPUT_RETRIES,
     ) -> ReasoningResult:
         """Ask the enforced model one question.
 
@@ -101,6 +104,10 @@ class ArcanosPythonClient(ClientCore):
                 against the 16-key limit.
             model: Not accepted: every request uses ``ARCANOS_FINE_TUNED_MODEL``. Any value raises
                 :class:`ModelEnforcementError`.
+            output_type: A pydantic model (or any type pydantic validates): the request asks for a strict JSON
+                schema of it, and ``result.output`` is the validated instance (``content`` stays the text).
+            output_retries: With ``output_type``, how many times an answer that does not validate is asked again
+                (the problem sent back to the model; every attempt is billed and counted in ``usage``).
 
         Returns:
             The typed result; ``result["content"]`` is the answer.
@@ -113,25 +120,27 @@ class ArcanosPythonClient(ClientCore):
             EmptyCompletionError: No choices, or empty content.
             IncompleteCompletionError: The output budget ran out.
             RefusalError: The model refused.
+            InvalidOutputError: With ``output_type``, no answer validated.
         """
         call = Call(messages, notify)
         try:
-            request = self._prepare(
-                call,
-                metadata=metadata,
-                reasoning_effort=reasoning_effort,
-                max_output_tokens=max_output_tokens,
-                response_format=response_format,
-                timeout=timeout,
-                identity=identity,
-                model=model,
-            )
-            started = time.perf_counter()
-            if request.api == "chat":
-                raw = self._openai.chat.completions.with_raw_response.create(**request.body, **request.options)
-            else:
-                raw = self._openai.responses.with_raw_response.create(**request.body, **request.options)
-            return self._result(request, raw, started)
+            spec = check_output_options(output_type, output_retries, response_format)
+            options: dict[str, Any] = {
+                "metadata": metadata,
+                "reasoning_effort": reasoning_effort,
+                "max_output_tokens": max_output_tokens,
+                "response_format": spec.response_format if spec is not None else response_format,
+                "timeout": timeout,
+                "identity": identity,
+                "model": model,
+            }
+            request = self._prepare(call, **options)
+            if spec is None:
+                return self._send(request)
+            tries = OutputAttempts(spec, list(messages), output_retries)
+            while (typed := tries.settle(self._send(request))) is None:
+                request = self._prepare(Call(tries.messages, notify=False), **options)
+            return typed
         except Exception as exc:
             self._report(exc, call)
             raise
@@ -144,6 +153,8 @@ class ArcanosPythonClient(ClientCore):
         system: str | None = None,
         notify: bool = True,
         identity: Mapping[str, str | None] | None = None,
+        output_type: Any = None,
+        output_retries: int = DEFAULT_OUTPUT_RETRIES,
     ) -> ReasoningResult:
         """Ask one user-turn question, optionally with a system message.
 
@@ -163,7 +174,22 @@ class ArcanosPythonClient(ClientCore):
         except InvalidReasoningInput as exc:
             self._report(exc, Call(None, notify))
             raise
-        return self.run_reasoning(messages, metadata=metadata, notify=notify, identity=identity)
+        return self.run_reasoning(
+            messages,
+            metadata=metadata,
+            notify=notify,
+            identity=identity,
+            output_type=output_type,
+            output_retries=output_retries,
+        )
+
+    def _send(self, request: PreparedRequest) -> ReasoningResult:
+        started = time.perf_counter()
+        if request.api == "chat":
+            raw = self._openai.chat.completions.with_raw_response.create(**request.body, **request.options)
+        else:
+            raw = self._openai.responses.with_raw_response.create(**request.body, **request.options)
+        return self._result(request, raw, started)
 
     def _report(self, error: Exception, call: Call) -> None:
         incident = self._failed(error, call)

@@ -22,11 +22,13 @@ if TYPE_CHECKING:
 __all__ = [
     "TRANSIENT_CLASSES",
     "ArcanosError",
+    "BudgetExceededError",
     "Classification",
     "ConfigurationError",
     "EmptyCompletionError",
     "IncidentClass",
     "IncompleteCompletionError",
+    "InvalidOutputError",
     "InvalidReasoningInput",
     "ModelEnforcementError",
     "RefusalError",
@@ -54,6 +56,8 @@ class IncidentClass(str, Enum):
     REFUSAL = "refusal"
     INVALID_RESPONSE = "invalid_response"
     INVALID_INPUT = "invalid_input"
+    INVALID_OUTPUT = "invalid_output"
+    BUDGET_EXCEEDED = "budget_exceeded"
     UNKNOWN = "unknown"
     # Reported by the Prefect layer (hooks, automation relay, explicit notifications).
     FLOW_FAILED = "flow_failed"
@@ -93,6 +97,8 @@ _MEANINGS: dict[IncidentClass, str] = {
     IncidentClass.REFUSAL: "the model refused to answer",
     IncidentClass.INVALID_RESPONSE: "a 200 answer that is not the API's JSON (malformed, wrong shape)",
     IncidentClass.INVALID_INPUT: "the caller's messages, options or metadata are invalid; raised before any request",
+    IncidentClass.INVALID_OUTPUT: "the answer did not validate against the requested `output_type`, after the re-asks",
+    IncidentClass.BUDGET_EXCEEDED: "a run spent its token or cost budget; no further request was sent",
     IncidentClass.UNKNOWN: "a failure no other class describes",
     IncidentClass.FLOW_FAILED: "a flow run failed for a reason no step reported",
     IncidentClass.CRASHED: "a flow run's process died (killed, out of memory) before it could finish",
@@ -265,6 +271,62 @@ class RefusalError(ArcanosError):
     ) -> None:
         super().__init__(message, request_id=request_id, http_status=http_status, attempts=attempts)
         self.refusal = refusal
+
+
+class InvalidOutputError(ArcanosError):
+    """The answer is not JSON, or does not validate against the ``output_type`` asked for, after every re-ask.
+
+    Attributes:
+        output_type: The type asked for, as ``module.QualName``.
+        problem: What was wrong with the last answer (pydantic's errors, without the input values).
+        usage_tokens: Tokens spent by all the attempts, each of which was billed.
+
+    Examples:
+        >>> error = InvalidOutputError("not JSON", output_type="app.Plan", problem="Invalid JSON")
+        >>> error.incident_class.value, error.output_type
+        ('invalid_output', 'app.Plan')
+    """
+
+    incident_class = IncidentClass.INVALID_OUTPUT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        output_type: str | None = None,
+        problem: str | None = None,
+        usage_tokens: int = 0,
+        request_id: str | None = None,
+        http_status: int | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message, request_id=request_id, http_status=http_status, attempts=attempts)
+        self.output_type = output_type
+        self.problem = problem
+        self.usage_tokens = usage_tokens
+
+
+class BudgetExceededError(ArcanosError):
+    """A run spent its budget (total tokens or cost in USD): no further request is sent.
+
+    Attributes:
+        limit_name: ``max_total_tokens`` or ``max_cost_usd``.
+        limit: The budget.
+        spent: What the run had spent when the next step was refused.
+
+    Examples:
+        >>> error = BudgetExceededError("over budget", limit_name="max_total_tokens", limit=1000, spent=1040)
+        >>> error.incident_class.value, error.spent - error.limit
+        ('budget_exceeded', 40)
+    """
+
+    incident_class = IncidentClass.BUDGET_EXCEEDED
+
+    def __init__(self, message: str, *, limit_name: str = "", limit: float = 0, spent: float = 0) -> None:
+        super().__init__(message)
+        self.limit_name = limit_name
+        self.limit = limit
+        self.spent = spent
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,18 @@ import binascii
 import ipaddress
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
 import httpx2
 import requests
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arcanos_flows.core.errors import ConfigurationError
+from arcanos_flows.core.pricing import Pricing
 from arcanos_flows.core.redaction import redact, register_secret
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "ArcanosSettings",
     "NotifierSettings",
     "default_incident_spool",
+    "settings_from_environment",
 ]
 
 ENV_FILE_VARIABLE = "ARCANOS_ENV_FILE"
@@ -379,6 +382,85 @@ class ArcanosSettings(NotifierSettings):
         validation_alias="ARCANOS_STEP_CACHE_EXPIRATION",
         description="seconds a cached reasoning step stays valid, when caching is on (`research_flow(cache=True)`)",
     )
+    price_input_per_mtok: float | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        validation_alias="ARCANOS_PRICE_INPUT_PER_MTOK",
+        description=(
+            "USD per million input tokens of `ARCANOS_FINE_TUNED_MODEL`; with the output price set, every result's "
+            "`usage.cost_usd` is computed (unset: costs are `None`, never guessed)"
+        ),
+        json_schema_extra={"shown_default": "unset"},
+    )
+    price_cached_input_per_mtok: float | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        validation_alias="ARCANOS_PRICE_CACHED_INPUT_PER_MTOK",
+        description="USD per million cached input tokens (unset: the input price)",
+        json_schema_extra={"shown_default": "unset"},
+    )
+    price_output_per_mtok: float | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        validation_alias="ARCANOS_PRICE_OUTPUT_PER_MTOK",
+        description="USD per million output tokens, reasoning tokens included (set together with the input price)",
+        json_schema_extra={"shown_default": "unset"},
+    )
+    run_max_tokens: int | None = Field(
+        None,
+        gt=0,
+        validation_alias="ARCANOS_RUN_MAX_TOKENS",
+        description=(
+            "default token budget of a flow run (`research_flow(max_total_tokens=...)`, `run_budget()`): no step "
+            "starts once the run has spent it"
+        ),
+        json_schema_extra={"shown_default": "none"},
+    )
+    run_max_cost_usd: float | None = Field(
+        None,
+        gt=0,
+        validation_alias="ARCANOS_RUN_MAX_COST_USD",
+        description=(
+            "default cost budget in USD of a flow run (`research_flow(max_cost_usd=...)`, `run_budget()`); needs "
+            "the `ARCANOS_PRICE_*` prices"
+        ),
+        json_schema_extra={"shown_default": "none"},
+    )
+
+    @model_validator(mode="after")
+    def _prices_come_in_pairs(self) -> ArcanosSettings:
+        if (self.price_input_per_mtok is None) != (self.price_output_per_mtok is None):
+            missing = (
+                "ARCANOS_PRICE_OUTPUT_PER_MTOK"
+                if self.price_output_per_mtok is None
+                else ("ARCANOS_PRICE_INPUT_PER_MTOK")
+            )
+            raise ValueError(f"{missing} is missing: set the input and the output price together, or neither")
+        if self.run_max_cost_usd is not None and self.price_input_per_mtok is None:
+            raise ValueError(
+                "ARCANOS_RUN_MAX_COST_USD needs the prices: set ARCANOS_PRICE_INPUT_PER_MTOK and "
+                "ARCANOS_PRICE_OUTPUT_PER_MTOK"
+            )
+        return self
+
+    @property
+    def pricing(self) -> Pricing | None:
+        """The prices of the enforced model, when they are set.
+
+        Examples:
+            >>> ArcanosSettings(openai_api_key="sk-x", fine_tuned_model="ft:m", _env_file=None).pricing is None
+            True
+        """
+        if self.price_input_per_mtok is None or self.price_output_per_mtok is None:
+            return None
+        return Pricing(
+            input_per_mtok=self.price_input_per_mtok,
+            cached_input_per_mtok=self.price_cached_input_per_mtok,
+            output_per_mtok=self.price_output_per_mtok,
+        )
 
     @field_validator("openai_api_key")
     @classmethod
@@ -419,3 +501,55 @@ class ArcanosSettings(NotifierSettings):
         except (httpx2.InvalidURL, ValueError, UnicodeError):
             raise ValueError("is not a valid URL (check the host name and port)") from None
         return url.rstrip("/")
+
+
+_from_environment: dict[tuple[Any, ...], ArcanosSettings] = {}
+"""Settings read from the environment, by :func:`_environment_key` (a few at most: tests switch environments)."""
+_from_environment_lock = threading.Lock()
+_ENVIRONMENT_PREFIXES = ("ARCANOS_", "OPENAI_")
+
+
+def _environment_key() -> tuple[Path, tuple[int, int] | None, tuple[tuple[str, str], ...]]:
+    env_file = _env_file_from_environment()
+    try:
+        status = env_file.stat()
+        seen: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
+    except OSError:
+        seen = None
+    variables = tuple(
+        sorted((name, value) for name, value in os.environ.items() if name.upper().startswith(_ENVIRONMENT_PREFIXES))
+    )
+    return (env_file.absolute(), seen, variables)
+
+
+def settings_from_environment() -> ArcanosSettings:
+    """``ArcanosSettings()``, read again only when the environment or the ``.env`` file changed.
+
+    Reading settings (the environment, the ``.env`` file, every validator) costs about a millisecond; a task that
+    resolves them on each call pays that per step. The key is every ``ARCANOS_*`` and ``OPENAI_*`` variable and the
+    ``.env`` file's path, modification time and size, so a change is seen at the next call, as before.
+
+    Raises:
+        ConfigurationError: The settings are incomplete or invalid (never cached: raised again at each call).
+
+    Examples:
+        >>> import os
+        >>> os.environ |= {"OPENAI_API_KEY": "sk-example-0000", "ARCANOS_FINE_TUNED_MODEL": "ft:gpt-5.1:a::x"}
+        >>> settings_from_environment() is settings_from_environment()
+        True
+        >>> os.environ["ARCANOS_FINE_TUNED_MODEL"] = "ft:gpt-5.1:a::y"
+        >>> settings_from_environment().fine_tuned_model
+        'ft:gpt-5.1:a::y'
+        >>> for name in ("OPENAI_API_KEY", "ARCANOS_FINE_TUNED_MODEL"):
+        ...     del os.environ[name]
+    """
+    key = _environment_key()
+    with _from_environment_lock:
+        settings = _from_environment.get(key)
+    if settings is None:
+        settings = ArcanosSettings(_env_file=key[0])
+        with _from_environment_lock:
+            if len(_from_environment) >= 16:
+                _from_environment.clear()
+            _from_environment[key] = settings
+    return settings

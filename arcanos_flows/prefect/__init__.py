@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from arcanos_flows.flows.research import ResearchReport, ResearchStepsFailed, StepRecord, research_flow
     from arcanos_flows.prefect.artifacts import publish_check_artifact
     from arcanos_flows.prefect.automations import install_automations, uninstall_automations
+    from arcanos_flows.prefect.budget import RunBudget, current_budget, run_budget
     from arcanos_flows.prefect.caching import REASONING_CACHE, ReasoningCachePolicy, reasoning_cache_key
     from arcanos_flows.prefect.credentials import (
         ArcanosCredentials,
@@ -93,6 +94,9 @@ _EXPORTS = {
     "ReasoningCachePolicy": "arcanos_flows.prefect.caching",
     "reasoning_cache_key": "arcanos_flows.prefect.caching",
     "install_automations": "arcanos_flows.prefect.automations",
+    "RunBudget": "arcanos_flows.prefect.budget",
+    "current_budget": "arcanos_flows.prefect.budget",
+    "run_budget": "arcanos_flows.prefect.budget",
     "uninstall_automations": "arcanos_flows.prefect.automations",
     "emit_incident_event": "arcanos_flows.prefect.events",
     "publish_check_artifact": "arcanos_flows.prefect.artifacts",
@@ -116,11 +120,13 @@ __all__ = [
     "ReasoningCachePolicy",
     "ResearchReport",
     "ResearchStepsFailed",
+    "RunBudget",
     "StepRecord",
     "arcanos_flow",
     "arun_reasoning",
     "arun_simple_prompt",
     "bind_notifier",
+    "current_budget",
     "emit_incident_event",
     "flow_on_cancellation",
     "flow_on_crashed",
@@ -140,6 +146,7 @@ __all__ = [
     "research_flow",
     "resolve_settings",
     "retry_transient_failures",
+    "run_budget",
     "run_reasoning",
     "run_simple_prompt",
     "shared_async_client",

@@ -28,6 +28,7 @@ from typing import Any
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
+from arcanos_flows.client import output_spec
 from arcanos_flows.core.errors import ConfigurationError, InvalidReasoningInput
 from arcanos_flows.core.messages import check_messages, check_options, plain_json
 from arcanos_flows.prefect.credentials import resolve_settings
@@ -48,6 +49,7 @@ def reasoning_cache_key(
     reasoning_effort: str | None = None,
     max_output_tokens: int | None = None,
     response_format: Mapping[str, Any] | None = None,
+    output_type: Any = None,
 ) -> str:
     """The cache key of one reasoning question: a SHA-256 of what decides the answer, and nothing else.
 
@@ -58,6 +60,7 @@ def reasoning_cache_key(
         reasoning_effort: The reasoning effort option.
         max_output_tokens: The output budget option.
         response_format: The ``response_format`` option.
+        output_type: The ``output_type`` option: its strict schema and name are part of the question.
 
     Returns:
         ``arcanos-reasoning-<sha256 hex>``.
@@ -79,6 +82,9 @@ def reasoning_cache_key(
         response_format=response_format,
         timeout=None,
     )
+    typed = output_spec(output_type) if output_type is not None else None
+    if typed is not None:
+        response_format = typed.response_format
     question = {
         "version": _KEY_VERSION,
         "model": model,
@@ -87,6 +93,7 @@ def reasoning_cache_key(
         "reasoning_effort": reasoning_effort,
         "max_output_tokens": max_output_tokens,
         "response_format": plain_json(response_format) if response_format is not None else None,
+        **({"output_type": typed.name} if typed is not None else {}),
     }
     canonical = json.dumps(question, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return KEY_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -133,6 +140,7 @@ class ReasoningCachePolicy(CachePolicy):
                 reasoning_effort=inputs.get("reasoning_effort"),
                 max_output_tokens=inputs.get("max_output_tokens"),
                 response_format=inputs.get("response_format"),
+                output_type=inputs.get("output_type"),
             )
         except (ConfigurationError, InvalidReasoningInput):
             return None

@@ -14,7 +14,12 @@ from pydantic import Field, SecretStr, field_validator
 
 from arcanos_flows.core.errors import ConfigurationError
 from arcanos_flows.core.redaction import register_secret
-from arcanos_flows.core.settings import CREDENTIALS_BLOCK_VARIABLE, ArcanosSettings, NotifierSettings
+from arcanos_flows.core.settings import (
+    CREDENTIALS_BLOCK_VARIABLE,
+    ArcanosSettings,
+    NotifierSettings,
+    settings_from_environment,
+)
 
 __all__ = [
     "CREDENTIALS_BLOCK_VARIABLE",
@@ -125,7 +130,7 @@ def resolve_settings(credentials: ArcanosCredentials | None = None) -> ArcanosSe
     if credentials is not None:
         return credentials.get_settings()
     block = _named_block()
-    return block.get_settings() if block is not None else ArcanosSettings()
+    return block.get_settings() if block is not None else settings_from_environment()
 
 
 def load_notifier_settings() -> NotifierSettings:

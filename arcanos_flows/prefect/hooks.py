@@ -26,17 +26,19 @@ delivered by a run hook, whichever process ran it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable
 from typing import Any, TypedDict
 
 from prefect import Flow, Task
 from prefect.client.schemas.objects import FlowRun, State, TaskRun
 from prefect.exceptions import FailedRun, UnfinishedRun
 
-from arcanos_flows.core.errors import ConfigurationError, IncidentClass, classify
+from arcanos_flows.core.errors import BudgetExceededError, ConfigurationError, IncidentClass, classify
 from arcanos_flows.core.pickling import keep_picklable
 from arcanos_flows.core.settings import NotifierSettings
 from arcanos_flows.incidents.model import Incident, attach_incident, attached_incident
@@ -185,8 +187,12 @@ def _already_reported(flow_run: FlowRun, state: State, error: BaseException | No
     return None
 
 
-def task_on_failure(task: Task[Any, Any], task_run: TaskRun, state: State) -> None:
+def task_on_failure(task: Task[Any, Any], task_run: TaskRun, state: State) -> Awaitable[None] | None:
     """``on_failure`` hook for tasks: one incident after the last retry, with the Prefect context.
+
+    In an async task run (an event loop runs in this thread) it returns a coroutine, which Prefect awaits: the
+    delivery (retries, then the spool, when the webhook is down) runs in a worker thread, and the event loop serves
+    the flow's other steps meanwhile. Elsewhere it reports before it returns.
 
     Examples:
         >>> from prefect import task
@@ -194,9 +200,22 @@ def task_on_failure(task: Task[Any, Any], task_run: TaskRun, state: State) -> No
         ... def fetch_sources(): ...
     """
     try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _report_task_failure(task_run, state)
+        return None
+    return asyncio.to_thread(_report_task_failure, task_run, state)
+
+
+def _report_task_failure(task_run: TaskRun, state: State) -> None:
+    try:
         with _lock:
             notifier = _task_notifiers.pop(task_run.id, None)
         error = state_exception(state)
+        if isinstance(error, BudgetExceededError):
+            # A spent budget is the run's root cause, not this step's: the flow's hook reports it, once for the run.
+            logger.info("Task run %s was not started: %s", task_run.name, error)
+            return
         base = attached_incident(error) if error is not None else None
         if base is None:
             base = (
@@ -236,10 +255,25 @@ class _UpstreamFacts(TypedDict, total=False):
     http_status: int | None
 
 
+def _budget_error(error: BaseException | None) -> BudgetExceededError | None:
+    walked: set[int] = set()
+    while error is not None and id(error) not in walked:
+        walked.add(id(error))
+        if isinstance(error, BudgetExceededError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _flow_incident(
     flow: Flow[Any, Any], flow_run: FlowRun, state: State, incident_class: IncidentClass, error: BaseException | None
 ) -> Incident:
     context = run_context(flow_run=flow_run, state=state, flow_name=flow.name)
+    budget = _budget_error(error)
+    if budget is not None and incident_class is IncidentClass.FLOW_FAILED:
+        # The run stopped on its budget: that is the incident, with what was spent and the limit.
+        incident_class, error = IncidentClass.BUDGET_EXCEEDED, budget
+        context.update(budget_limit_name=budget.limit_name, budget_limit=budget.limit, budget_spent=budget.spent)
     if error is not None:
         context["cause_class"] = classify(error).incident_class.value
         base = Incident.from_exception(error, source=SOURCE, incident_class=incident_class)

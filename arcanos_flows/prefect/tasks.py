@@ -40,14 +40,21 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
-from arcanos_flows.client import ArcanosPythonClient, AsyncArcanosClient
-from arcanos_flows.core.errors import TRANSIENT_CLASSES, ConfigurationError, IncidentClass, classify
+from arcanos_flows.client import DEFAULT_OUTPUT_RETRIES, ArcanosPythonClient, AsyncArcanosClient
+from arcanos_flows.core.errors import (
+    TRANSIENT_CLASSES,
+    ConfigurationError,
+    IncidentClass,
+    InvalidOutputError,
+    classify,
+)
 from arcanos_flows.core.metadata import MetadataValue
-from arcanos_flows.core.results import ReasoningResult
+from arcanos_flows.core.results import ReasoningResult, Usage
 from arcanos_flows.core.settings import CREDENTIALS_BLOCK_VARIABLE, ArcanosSettings
 from arcanos_flows.incidents.model import Incident, attach_incident, attached_incident
 from arcanos_flows.incidents.notifier import MaintenanceNotifier
 from arcanos_flows.prefect import hooks
+from arcanos_flows.prefect.budget import RunBudget, current_budget
 from arcanos_flows.prefect.caching import REASONING_CACHE
 from arcanos_flows.prefect.credentials import ArcanosCredentials, resolve_settings
 from arcanos_flows.prefect.runs import incident_id_for, request_identity, run_context, state_exception
@@ -387,7 +394,7 @@ def _refuse_to_wait(error: Exception, asked: _ServerWait, cap: float) -> None:
 def _log_usage(result: ReasoningResult, step: str) -> None:
     usage = result.usage
     get_run_logger().info(
-        "reasoning[%s] answered by %s: %d input / %d output (%d reasoning, %d cached) tokens in %.0f ms, "
+        "reasoning[%s] answered by %s: %d input / %d output (%d reasoning, %d cached) tokens%s in %.0f ms, "
         "request %s, %d attempt(s)",
         step,
         result.model,
@@ -395,6 +402,7 @@ def _log_usage(result: ReasoningResult, step: str) -> None:
         usage.output_tokens,
         usage.reasoning_tokens,
         usage.cached_tokens,
+        "" if usage.cost_usd is None else f", ${usage.cost_usd:.6f}",
         result.latency_ms,
         result.request_id,
         result.attempts,
@@ -490,6 +498,7 @@ def _current_task_run() -> TaskRun | None:
 
 
 def _run(call: str, step: str, credentials: ArcanosCredentials | None, **arguments: Any) -> ReasoningResult:
+    budget = _check_budget(call, step)
     attempt = _Try.begin(step, credentials)
     client = shared_client(attempt.settings)
     attempt.bind(client.notifier)
@@ -498,12 +507,30 @@ def _run(call: str, step: str, credentials: ArcanosCredentials | None, **argumen
     try:
         result = method(**arguments, identity=request_identity(), notify=False)
     except Exception as exc:
+        _spent_on_failure(budget, exc)
         attempt.failed(exc)
         raise
+    if budget is not None:
+        budget.record(result.usage)
     return attempt.answered(result)
 
 
+def _check_budget(call: str, step: str) -> RunBudget | None:
+    """The run's budget, if one is open; raises before any request when it is spent."""
+    budget = current_budget()
+    if budget is not None:
+        budget.check(f"{'reasoning' if call == 'reasoning' else 'prompt'}[{step}]")
+    return budget
+
+
+def _spent_on_failure(budget: RunBudget | None, error: Exception) -> None:
+    # Answers that did not validate were billed: their tokens count against the budget too.
+    if budget is not None and isinstance(error, InvalidOutputError) and error.usage_tokens:
+        budget.record(Usage(total_tokens=error.usage_tokens))
+
+
 async def _arun(call: str, step: str, credentials: ArcanosCredentials | None, **arguments: Any) -> ReasoningResult:
+    budget = _check_budget(call, step)
     attempt = await _Try.abegin(step, credentials)
     client = await shared_async_client(attempt.settings)
     attempt.bind(client.notifier)
@@ -512,8 +539,11 @@ async def _arun(call: str, step: str, credentials: ArcanosCredentials | None, **
     try:
         result = await method(**arguments, identity=request_identity(), notify=False)
     except Exception as exc:
+        _spent_on_failure(budget, exc)
         attempt.failed(exc)
         raise
+    if budget is not None:
+        budget.record(result.usage)
     return attempt.answered(result)
 
 
@@ -605,6 +635,8 @@ async def arun_reasoning(
     response_format: Mapping[str, Any] | None = None,
     timeout: float | None = None,
     credentials: ArcanosCredentials | None = None,
+    output_type: Any = None,
+    output_retries: int = DEFAULT_OUTPUT_RETRIES,
 ) -> ReasoningResult:
     """:func:`run_reasoning` for async flows: the same step, awaited, its request made by the running event loop.
 
@@ -636,6 +668,8 @@ async def arun_reasoning(
         max_output_tokens=max_output_tokens,
         response_format=response_format,
         timeout=timeout,
+        output_type=output_type,
+        output_retries=output_retries,
     )
 
 
@@ -647,6 +681,8 @@ async def arun_simple_prompt(
     *,
     system: str | None = None,
     credentials: ArcanosCredentials | None = None,
+    output_type: Any = None,
+    output_retries: int = DEFAULT_OUTPUT_RETRIES,
 ) -> ReasoningResult:
     """:func:`run_simple_prompt` for async flows: one user-turn prompt, awaited.
 
@@ -660,7 +696,16 @@ async def arun_simple_prompt(
         >>> arun_simple_prompt.name, arun_simple_prompt.isasync
         ('arcanos-simple-prompt', True)
     """
-    return await _arun("prompt", step, credentials, text=text, metadata=metadata, system=system)
+    return await _arun(
+        "prompt",
+        step,
+        credentials,
+        text=text,
+        metadata=metadata,
+        system=system,
+        output_type=output_type,
+        output_retries=output_retries,
+    )
 
 
 @_awaitable_step(arun_reasoning, **_REASONING)
@@ -674,6 +719,8 @@ def run_reasoning(
     response_format: Mapping[str, Any] | None = None,
     timeout: float | None = None,
     credentials: ArcanosCredentials | None = None,
+    output_type: Any = None,
+    output_retries: int = DEFAULT_OUTPUT_RETRIES,
 ) -> ReasoningResult:
     """One reasoning step on ``ARCANOS_FINE_TUNED_MODEL``, as a Prefect task.
 
@@ -691,6 +738,9 @@ def run_reasoning(
         response_format: Chat Completions ``response_format``.
         timeout: Seconds per HTTP attempt.
         credentials: An :class:`ArcanosCredentials` block; else ``ARCANOS_CREDENTIALS_BLOCK``, else the environment.
+        output_type: A pydantic model (or any type pydantic validates): ``result.output`` is the validated answer
+            (see :meth:`ArcanosPythonClient.run_reasoning <arcanos_flows.client.ArcanosPythonClient.run_reasoning>`).
+        output_retries: Re-asks after an answer that does not validate (each billed, counted in ``usage``).
 
     Returns:
         The :class:`ReasoningResult`, with usage, request id and attempts.
@@ -717,6 +767,8 @@ def run_reasoning(
         max_output_tokens=max_output_tokens,
         response_format=response_format,
         timeout=timeout,
+        output_type=output_type,
+        output_retries=output_retries,
     )
 
 
@@ -728,6 +780,8 @@ def run_simple_prompt(
     *,
     system: str | None = None,
     credentials: ArcanosCredentials | None = None,
+    output_type: Any = None,
+    output_retries: int = DEFAULT_OUTPUT_RETRIES,
 ) -> ReasoningResult:
     """One user-turn prompt on the enforced model, as a Prefect task.
 
@@ -739,6 +793,8 @@ def run_simple_prompt(
         step: The step's name; the task run is named ``prompt[<step>]``.
         system: Optional system message.
         credentials: An :class:`ArcanosCredentials` block, as for :func:`run_reasoning`.
+        output_type: As for :func:`run_reasoning`.
+        output_retries: As for :func:`run_reasoning`.
 
     Examples:
         >>> from prefect import flow
@@ -746,7 +802,16 @@ def run_simple_prompt(
         ... def status() -> str:
         ...     return run_simple_prompt("Status of the confirmation layers?").content
     """
-    return _run("prompt", step, credentials, text=text, metadata=metadata, system=system)
+    return _run(
+        "prompt",
+        step,
+        credentials,
+        text=text,
+        metadata=metadata,
+        system=system,
+        output_type=output_type,
+        output_retries=output_retries,
+    )
 
 
 @task(name="arcanos-notify-maintenance", task_run_name="notify[{incident_class}]")

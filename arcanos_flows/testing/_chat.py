@@ -7,6 +7,7 @@ from typing import Any
 
 from arcanos_flows.testing._replies import Reply
 from arcanos_flows.testing._routes import CHAT_COMPLETIONS_PATH, Route, completion_route
+from arcanos_flows.testing._schema import requested_format
 from arcanos_flows.testing._text import answer_text, last_user_text, text_of, words
 
 __all__ = ["ROUTES", "chat_completion"]
@@ -32,7 +33,7 @@ def chat_completion(body: dict[str, Any], reply: Reply, model: str, number: int)
     """
     messages = body.get("messages")
     items = messages if isinstance(messages, list) else []
-    content = answer_text(reply.content, last_user_text(items))
+    content = answer_text(reply.content, last_user_text(items), requested_format(body))
     prompt_tokens = sum(words(text_of(item)) for item in items)
     completion_tokens = words(reply.refusal if reply.refusal is not None else content) + reply.reasoning_tokens
     choices: list[dict[str, Any]] = []

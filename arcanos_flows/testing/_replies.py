@@ -16,6 +16,12 @@ from arcanos_flows.testing._text import user_text
 
 __all__ = ["RecordedRequest", "Reply", "ReplyRule"]
 
+_NOT_JSON = "Here is the plan: 1. Who?"
+"""The content of :meth:`Reply.invalid_json`: prose where JSON was asked for."""
+
+_MISMATCHED_JSON = '{"unexpected": true}'
+"""The content of :meth:`Reply.schema_mismatch`: JSON, but of no schema a typed step asks for."""
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -24,7 +30,8 @@ class Reply:
     The default ``Reply()`` is a normal, successful answer for whatever endpoint is hit. Fields
     override parts of it; ``body`` replaces the whole body. Use the class-method factories for the
     common cases (``ok``, ``error``, ``malformed``, ``non_json``, ``wrong_shape``, ``empty_choices``,
-    ``length``, ``refusal``, ``other_model``, ``slow``, ``drop``) and :func:`dataclasses.replace` to
+    ``length``, ``refusal``, ``other_model``, ``slow``, ``drop``, and for typed steps ``invalid_json`` and
+    ``schema_mismatch``) and :func:`dataclasses.replace` to
     combine them (e.g. a delayed error). ``Reply.refusal(...)`` and ``Reply.empty_choices()`` share
     their names with fields: called on the class they are factories (also spelled ``refused`` and
     ``no_choices``), read on an instance they are the field values.
@@ -33,7 +40,9 @@ class Reply:
         status: HTTP status; anything outside 2xx answers the OpenAI error envelope.
         headers: Extra response headers (they replace same-named defaults).
         delay: Seconds to wait before answering, on top of the server-wide latency.
-        content: The assistant text; ``None`` derives it from the last user message.
+        content: The assistant text, sent as is whatever the requested format; ``None`` derives it from the
+            last user message (``[fake] <message>``, or, when the request asks for a ``json_schema``
+            format, a compact JSON document matching the schema).
         model: The answering model; ``None`` echoes the requested one (or the server's override).
         finish_reason: Chat ``finish_reason``; ``"length"``/``"content_filter"`` make a Responses
             answer ``incomplete``.
@@ -153,6 +162,35 @@ class Reply:
     def wrong_shape(cls) -> Reply:
         """A 200 with valid JSON that is not a completion."""
         return cls(body=b'{"ok": true}')
+
+    @classmethod
+    def invalid_json(cls) -> Reply:
+        """A 200 whose message content is not JSON, as a model ignoring the requested ``json_schema`` format writes.
+
+        Returns:
+            The reply.
+
+        Examples:
+            >>> Reply.invalid_json().content
+            'Here is the plan: 1. Who?'
+        """
+        return cls(content=_NOT_JSON)
+
+    @classmethod
+    def schema_mismatch(cls) -> Reply:
+        """A 200 whose message content is valid JSON that does not match the requested schema.
+
+        The content, ``{"unexpected": true}``, has none of the properties a non-trivial schema asks for.
+
+        Returns:
+            The reply.
+
+        Examples:
+            >>> import json
+            >>> json.loads(Reply.schema_mismatch().content)
+            {'unexpected': True}
+        """
+        return cls(content=_MISMATCHED_JSON)
 
     @classmethod
     def no_choices(cls) -> Reply:

@@ -7,6 +7,7 @@ from typing import Any
 
 from arcanos_flows.testing._replies import Reply
 from arcanos_flows.testing._routes import RESPONSES_PATH, Route, completion_route
+from arcanos_flows.testing._schema import requested_format
 from arcanos_flows.testing._text import answer_text, as_list, last_user_text, text_of, words
 
 __all__ = ["ROUTES", "response_object"]
@@ -39,7 +40,7 @@ def response_object(body: dict[str, Any], reply: Reply, model: str, number: int)
     raw_input = body.get("input")
     items: list[Any] = [{"role": "user", "content": raw_input}] if isinstance(raw_input, str) else as_list(raw_input)
     instructions = body.get("instructions")
-    content = answer_text(reply.content, last_user_text(items))
+    content = answer_text(reply.content, last_user_text(items), requested_format(body))
     input_tokens = sum(words(text_of(item)) for item in items)
     if isinstance(instructions, str):
         input_tokens += words(instructions)

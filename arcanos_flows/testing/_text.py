@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from arcanos_flows.testing._schema import JsonSchemaFormat
+
 __all__ = ["answer_text", "as_list", "last_user_text", "text_of", "user_text", "words"]
 
 
@@ -63,15 +65,23 @@ def text_of(item: Any) -> str:
     return ""
 
 
-def answer_text(content: str | None, asked: str) -> str:
+def answer_text(content: str | None, asked: str, output_format: JsonSchemaFormat | None = None) -> str:
     """Return the assistant text of an answer: ``content`` when scripted, else derived from ``asked`` (the user's text).
+
+    Scripted content is sent as is, whatever the format. Derived text is ``[fake] <asked>``, or, when the
+    request asks for structured output (``output_format``), a compact JSON document matching its schema.
 
     Examples:
         >>> answer_text(None, "Status?"), answer_text("All clear.", "Status?")
         ('[fake] Status?', 'All clear.')
+        >>> from arcanos_flows.testing._schema import JsonSchemaFormat
+        >>> answer_text(None, "Status?", JsonSchemaFormat("Status", {"type": "object", "properties": {"ok": {}}}))
+        '{"ok":"[fake] ok of Status"}'
     """
     if content is not None:
         return content
+    if output_format is not None:
+        return output_format.answer(asked)
     return f"[fake] {asked[:80]}".rstrip()
 
 

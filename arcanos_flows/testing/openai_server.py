@@ -1,6 +1,7 @@
 """A fake OpenAI API on 127.0.0.1: Chat Completions, Responses and Models, with scripted failures.
 
-Answers are deterministic (derived from the request) and shaped like the real API's bodies, so the
+Answers are deterministic (derived from the request; a compact JSON document matching the schema
+when a request asks for a ``json_schema`` format) and shaped like the real API's bodies, so the
 real ``openai`` SDK talks to it unchanged; :class:`Reply` scripts what the next requests get
 instead: HTTP errors, malformed bodies, refusals, truncation, another model, delays, hang-ups.
 Replies are chosen by arrival order (:meth:`FakeOpenAIServer.script`) or by what a request asks
@@ -11,7 +12,8 @@ This module holds the server and its request handler; the rest lives in private 
 ``_replies`` (:class:`Reply`, reply rules, :class:`RecordedRequest`), ``_routes`` (the endpoint table's
 :class:`~arcanos_flows.testing._routes.Route` and what every endpoint shares), one module per API
 (``_chat``, ``_responses``, ``_models``), ``_errors`` (error bodies), ``_limits`` (the rate limit),
-``_stats`` (the counters) and ``_text`` (reading a request's messages). A new endpoint is a module
+``_stats`` (the counters), ``_text`` (reading a request's messages) and ``_schema`` (structured output: a
+JSON answer matching the ``json_schema`` format a request asks for). A new endpoint is a module
 exporting ``ROUTES``, added to ``_ROUTES`` below.
 """
 

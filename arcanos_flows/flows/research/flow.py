@@ -20,24 +20,27 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, wait
 from prefect.logging import get_run_logger
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from pydantic import ImportString, TypeAdapter, ValidationError
 
-from arcanos_flows.core.errors import InvalidReasoningInput, classify
+from arcanos_flows.client import output_spec
+from arcanos_flows.core.errors import BudgetExceededError, InvalidReasoningInput, classify
 from arcanos_flows.core.redaction import redact
 from arcanos_flows.core.results import ReasoningResult, Usage
 from arcanos_flows.flows.research.artifacts import publish_research_artifacts
 from arcanos_flows.flows.research.inputs import (
     check_metadata_fits,
-    parse_questions,
     request_metadata,
     validate_parameters,
 )
 from arcanos_flows.flows.research.prompts import (
+    ResearchPlan,
     investigation_messages,
     plan_messages,
     synthesis_messages,
 )
-from arcanos_flows.flows.research.report import ResearchReport, ResearchStepsFailed, StepRecord
+from arcanos_flows.flows.research.report import ResearchReport, ResearchStepsFailed, StepRecord, format_cost
 from arcanos_flows.incidents.model import attached_incident
+from arcanos_flows.prefect.budget import RunBudget
 from arcanos_flows.prefect.credentials import resolve_settings
 from arcanos_flows.prefect.decorator import arcanos_flow
 from arcanos_flows.prefect.runs import incident_id_for
@@ -112,18 +115,30 @@ def _error_of(state: State) -> BaseException:
 
 
 def _run_step(
-    step_task: Task[P, ReasoningResult],
+    step_task: Task[..., ReasoningResult],
     step: str,
     messages: list[dict[str, str]],
     metadata: dict[str, Any],
     flow_run_id: str | None,
-) -> tuple[StepRecord, BaseException | None]:
-    state = step_task(messages, metadata, step, return_state=True)
+    budget: RunBudget,
+    output_type: Any = None,
+) -> tuple[StepRecord, BaseException | None, ReasoningResult | None]:
+    if budget.exceeded:
+        return _skipped(step, None), None, None
+    options = {"output_type": output_type} if output_type is not None else {}
+    state = step_task(messages, metadata, step, return_state=True, **options)
     task_run_id = state.state_details.task_run_id
     if state.is_completed():
-        return _completed(step, None, state.result(), task_run_id, state), None
+        result: ReasoningResult = state.result()
+        record = _completed(step, None, result, task_run_id, state)
+        budget.record(record.usage)
+        return record, None, result
     error = _error_of(state)
-    return _failed(step, None, state, error, task_run_id, flow_run_id), error
+    return _failed(step, None, state, error, task_run_id, flow_run_id), error, None
+
+
+def _skipped(step: str, question: str | None) -> StepRecord:
+    return StepRecord(step=step, question=question, status="skipped")
 
 
 def _chosen_task_runner() -> TaskRunner[Any] | None:
@@ -145,22 +160,39 @@ def _submit_bounded(
     submit: Callable[[dict[str, Any]], PrefectFuture[ReasoningResult]],
     calls: list[dict[str, Any]],
     max_parallel: int,
+    budget: RunBudget,
 ) -> list[PrefectFuture[ReasoningResult]]:
-    """Submit every call, never more than ``max_parallel`` unfinished at once; return the futures in call order.
+    """Submit the calls, never more than ``max_parallel`` unfinished at once; return the futures in call order.
 
-    A call is submitted when an earlier one finishes (a slot frees in the future's done callback), so the runner's
-    own capacity (a Dask cluster's workers) never lets more than ``max_parallel`` steps reach the upstream together.
+    A call is submitted when an earlier one finishes (a slot frees in the future's done callback, after the step's
+    usage is counted in ``budget``), so the runner's own capacity (a Dask cluster's workers) never lets more than
+    ``max_parallel`` steps reach the upstream together. Once ``budget`` is spent, no further call is submitted: the
+    futures returned are those of the calls started, in order.
     """
     slots = threading.BoundedSemaphore(max_parallel)
     futures: list[PrefectFuture[ReasoningResult]] = []
+
+    def finished(future: PrefectFuture[ReasoningResult]) -> None:
+        try:
+            if budget.limited:
+                future.wait(0)  # done: this sets the future's final state, without asking the API for it
+                state = future.state
+                if state.is_completed() and state.name != "Cached":
+                    budget.record(state.result().usage)
+        finally:  # counting must never keep a slot
+            slots.release()
+
     for parameters in calls:
         slots.acquire()
+        if budget.exceeded:
+            slots.release()
+            break
         try:
             future = submit(parameters)
         except BaseException:
             slots.release()
             raise
-        future.add_done_callback(lambda _: slots.release())
+        future.add_done_callback(finished)
         futures.append(future)
     return futures
 
@@ -172,6 +204,7 @@ def _investigate(
     questions: list[str],
     metadata: dict[str, Any],
     max_parallel: int,
+    budget: RunBudget,
 ) -> tuple[list[StepRecord], list[BaseException]]:
     # At most `max_parallel` investigations run at once. On the flow's own task runner when one was chosen (on a
     # DaskTaskRunner: on the cluster's workers), submitted as earlier ones finish; else on a thread pool of this
@@ -188,19 +221,25 @@ def _investigate(
     flow_runner = _chosen_task_runner()
     if flow_runner is not None:
         # Task.submit goes to the flow run's task runner (the one its context started), with Prefect's bookkeeping.
-        futures = _submit_bounded(lambda parameters: step_task.submit(**parameters), calls, max_parallel)
+        futures = _submit_bounded(lambda parameters: step_task.submit(**parameters), calls, max_parallel, budget)
         wait(futures)
     else:
         pool: ThreadPoolTaskRunner[ReasoningResult] = ThreadPoolTaskRunner(max_workers=max_parallel)
         with pool as runner:
-            futures = _submit_bounded(lambda parameters: runner.submit(step_task, parameters), calls, max_parallel)
+            futures = _submit_bounded(
+                lambda parameters: runner.submit(step_task, parameters), calls, max_parallel, budget
+            )
             wait(futures)
     flow_context = FlowRunContext.get()
     flow_run_id = str(flow_context.flow_run.id) if flow_context and flow_context.flow_run else None
     records: list[StepRecord] = []
     errors: list[BaseException] = []
-    for number, (question, future) in enumerate(zip(questions, futures, strict=True), 1):
+    for number, question in enumerate(questions, 1):
         step = f"investigate-{number}"
+        if number > len(futures):
+            records.append(_skipped(step, question))
+            continue
+        future = futures[number - 1]
         if future.state.is_completed():
             records.append(_completed(step, question, future.result(), future.task_run_id, future.state))
         else:
@@ -225,13 +264,16 @@ def research_flow(
     confirmation_token: str | None = None,
     max_parallel: int = 4,
     cache: bool = False,
+    max_total_tokens: int | None = None,
+    max_cost_usd: float | None = None,
+    synthesis_type: str | None = None,
 ) -> ResearchReport:
     """Research a topic on the enforced model: plan, investigate each question in parallel, synthesise.
 
     Args:
         topic: What to research.
         questions: The questions to investigate; ``None`` lets the plan step propose up to
-            :data:`MAX_PLANNED_QUESTIONS` (a numbered list parsed from its answer).
+            :data:`MAX_PLANNED_QUESTIONS`, asked for as structured output (:class:`ResearchPlan`).
         audit: Audit metadata sent with every request of the run (shown as a parameter in the UI).
         confirmation_token: Sent as ``confirmation_token`` in every request's metadata, over one in ``audit``
             (default: ``ARCANOS_CONFIRMATION_TOKEN``).
@@ -242,6 +284,13 @@ def research_flow(
             without a request, for ``ARCANOS_STEP_CACHE_EXPIRATION`` seconds
             (:func:`arcanos_flows.prefect.tasks.with_cache`).
             Cached steps show as ``Cached`` in the UI and ``cached``, with 0 tokens, in the report.
+        max_total_tokens: Token budget of the run (default ``ARCANOS_RUN_MAX_TOKENS``): once spent, no further step
+            starts (the steps not started are ``skipped`` in the report) and the run fails with
+            :class:`~arcanos_flows.errors.BudgetExceededError`, one ``budget_exceeded`` incident for the run.
+        max_cost_usd: Cost budget in USD (default ``ARCANOS_RUN_MAX_COST_USD``; needs the ``ARCANOS_PRICE_*``
+            prices), enforced the same way.
+        synthesis_type: The import path (``package.module.Model``) of a pydantic model the synthesis is asked for
+            as structured output; the report's ``synthesis_output`` is then that model's instance.
 
     Returns:
         The :class:`ResearchReport`; also published as the artifacts ``arcanos-research-report`` and
@@ -251,6 +300,8 @@ def research_flow(
         InvalidReasoningInput: A parameter is invalid (checked before any request).
         ConfigurationError: Settings are missing or invalid (checked before any request).
         ResearchStepsFailed: Some investigations failed (after the synthesis of the others and the artifacts).
+        BudgetExceededError: The run spent its budget before its last step (after the artifacts); ``report`` is
+            attached to it.
 
     Examples:
         Run it ad hoc (the run is tagged ``arcanos``)::
@@ -269,6 +320,8 @@ def research_flow(
     if not isinstance(cache, bool):
         raise InvalidReasoningInput("research_flow(cache=...): must be true or false")
     settings = resolve_settings()
+    budget = RunBudget.from_settings(settings, max_total_tokens=max_total_tokens, max_cost_usd=max_cost_usd)
+    synthesis_output_type = _synthesis_type(synthesis_type)
     metadata = request_metadata(audit, confirmation_token)
     shown_audit = check_metadata_fits(metadata, settings.confirmation_token)
     logger = get_run_logger()
@@ -278,24 +331,36 @@ def research_flow(
     flow_context = FlowRunContext.get()
     flow_run_id = str(flow_context.flow_run.id) if flow_context and flow_context.flow_run else None
     report = ResearchReport(topic=topic, questions=list(given or []), audit=shown_audit, flow_run_id=flow_run_id)
+    if budget.limited:
+        report.budget = {"max_total_tokens": budget.max_total_tokens, "max_cost_usd": budget.max_cost_usd}
 
-    plan_record, plan_error = _run_step(step_task, "plan", plan_messages(topic, given), metadata, flow_run_id)
+    plan_record, plan_error, plan_result = _run_step(
+        step_task,
+        "plan",
+        plan_messages(topic, given),
+        metadata,
+        flow_run_id,
+        budget,
+        output_type=ResearchPlan if given is None else None,
+    )
     report.steps.append(plan_record)
     if plan_error is not None:
-        _finish(report, logger)
+        _finish(report, logger, budget)
         raise plan_error
     plan = plan_record.content or ""
-    report.plan = plan
-    if given is None:
-        report.questions = parse_questions(plan) or [topic]
+    if given is None and plan_result is not None and isinstance(plan_result.output, ResearchPlan):
+        plan = plan_result.output.as_text()
+        report.questions = _distinct(plan_result.output.questions) or [topic]
         if report.questions == [topic]:
             logger.warning("The plan listed no questions; investigating the topic itself")
+    report.plan = plan
 
-    investigations, errors = _investigate(step_task, topic, plan, report.questions, metadata, max_parallel)
+    investigations, errors = _investigate(step_task, topic, plan, report.questions, metadata, max_parallel, budget)
     report.steps.extend(investigations)
+    started = [record for record in investigations if record.status != "skipped"]
 
-    if errors and len(errors) == len(investigations):
-        _finish(report, logger)
+    if errors and len(errors) == len(started):
+        _finish(report, logger, budget)
         raise ResearchStepsFailed(
             f"all {len(errors)} investigations failed; no synthesis was attempted "
             f"(first: {investigations[0].error_class})",
@@ -304,14 +369,24 @@ def research_flow(
         ) from errors[0]
 
     findings = [(record.question or "", record.content if record.ok else None) for record in investigations]
-    synthesis_record, synthesis_error = _run_step(
-        step_task, "synthesis", synthesis_messages(topic, plan, findings), metadata, flow_run_id
+    synthesis_record, synthesis_error, synthesis_result = _run_step(
+        step_task,
+        "synthesis",
+        synthesis_messages(topic, plan, findings),
+        metadata,
+        flow_run_id,
+        budget,
+        output_type=synthesis_output_type,
     )
     report.steps.append(synthesis_record)
     report.synthesis = synthesis_record.content
-    _finish(report, logger)
+    if synthesis_result is not None and synthesis_output_type is not None:
+        report.synthesis_output = synthesis_result.output
+    _finish(report, logger, budget)
     if synthesis_error is not None:
         raise synthesis_error
+    if report.skipped_steps:
+        _over_budget(report, budget)
     if errors:
         failed = [record for record in investigations if not record.ok]
         names = ", ".join(f"{record.step}: {record.error_class}" for record in failed)
@@ -324,17 +399,62 @@ def research_flow(
     return report
 
 
-def _finish(report: ResearchReport, logger: Any) -> None:
+def _finish(report: ResearchReport, logger: Any, budget: RunBudget) -> None:
     report.usage = sum((step.usage for step in report.steps), Usage())
+    if report.budget is not None:
+        report.budget.update(
+            spent_tokens=budget.spent.total_tokens,
+            spent_cost_usd=budget.spent.cost_usd,
+            exceeded=bool(report.skipped_steps),
+        )
     usage = report.usage
     logger.info(
-        "Research used %d input / %d output (%d reasoning, %d cached) tokens, %d total, in %d steps (%d failed)",
+        "Research used %d input / %d output (%d reasoning, %d cached) tokens, %d total, cost %s, in %d steps "
+        "(%d failed, %d skipped)",
         usage.input_tokens,
         usage.output_tokens,
         usage.reasoning_tokens,
         usage.cached_tokens,
         usage.total_tokens,
+        format_cost(usage.cost_usd, empty="unknown (no prices set)"),
         len(report.steps),
         len(report.failed_steps),
+        len(report.skipped_steps),
     )
     _publish(report)
+
+
+def _over_budget(report: ResearchReport, budget: RunBudget) -> None:
+    """Fail the run on its budget: the error names the limit and what was spent, and carries the report."""
+    skipped = ", ".join(step.step for step in report.skipped_steps)
+    try:
+        budget.check(skipped)
+    except BudgetExceededError as exc:
+        exc.report = report  # type: ignore[attr-defined]
+        raise
+    raise BudgetExceededError(f"the run stopped on its budget: {skipped} were not started")  # pragma: no cover
+
+
+def _distinct(questions: list[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for question in questions:
+        text = " ".join(question.split())
+        if text and text.casefold() not in seen:
+            seen[text.casefold()] = text
+    return list(seen.values())
+
+
+def _synthesis_type(path: str | None) -> Any:
+    """The model class named by ``synthesis_type`` (checked before any request)."""
+    if path is None:
+        return None
+    if not isinstance(path, str) or not path.strip():
+        raise InvalidReasoningInput("research_flow(synthesis_type=...): must be the import path of a pydantic model")
+    try:
+        found = TypeAdapter(ImportString).validate_python(path.strip())
+    except ValidationError:
+        raise InvalidReasoningInput(
+            f"research_flow(synthesis_type=...): {path!r} cannot be imported (give package.module.Model)"
+        ) from None
+    output_spec(found)  # a type that cannot be sent strictly fails here, before the plan's request
+    return found

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import BaseModel, Field
+
 __all__ = [
     "MAX_PLANNED_QUESTIONS",
     "PLAN_EXCERPT_BUDGET",
     "PLAN_LISTING_BUDGET",
     "RESEARCH_SYSTEM",
     "SYNTHESIS_FINDINGS_BUDGET",
+    "ResearchPlan",
     "investigation_messages",
     "plan_messages",
     "synthesis_messages",
@@ -40,6 +43,29 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(limit - len(_CLIPPED), 0)].rstrip() + _CLIPPED
 
 
+class ResearchPlan(BaseModel):
+    """The plan step's answer when the questions are the model's to propose: asked for as structured output.
+
+    Examples:
+        >>> plan = ResearchPlan(approach="Map the layers, then their owners.", questions=["Which exist?", "Who?"])
+        >>> print(plan.as_text())
+        Map the layers, then their owners.
+        <BLANKLINE>
+        1. Which exist?
+        2. Who?
+    """
+
+    approach: str = Field(description="How the research proceeds, in a few sentences")
+    questions: list[str] = Field(
+        max_length=MAX_PLANNED_QUESTIONS, description="The research questions to investigate, one idea each"
+    )
+
+    def as_text(self) -> str:
+        """The plan as the investigations and the synthesis quote it: the approach, then the numbered questions."""
+        listed = "\n".join(f"{number}. {question}" for number, question in enumerate(self.questions, 1))
+        return f"{self.approach.strip()}\n\n{listed}".strip()
+
+
 def plan_messages(topic: str, questions: Sequence[str] | None) -> list[dict[str, str]]:
     """The plan step: ask for questions (``None``) or for a plan of the given ones.
 
@@ -50,8 +76,8 @@ def plan_messages(topic: str, questions: Sequence[str] | None) -> list[dict[str,
     if questions is None:
         ask = (
             f"Plan the research of this topic: {topic}\n\n"
-            f"Answer with a numbered list of at most {MAX_PLANNED_QUESTIONS} research questions, "
-            "one per line, and nothing else."
+            "Describe your approach in a few sentences, and propose at most "
+            f"{MAX_PLANNED_QUESTIONS} research questions, each one idea, to investigate separately."
         )
     else:
         listed = _clip(

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from arcanos_flows.core.errors import ArcanosError, IncidentClass
 from arcanos_flows.core.results import Usage
 
-__all__ = ["ResearchReport", "ResearchStepsFailed", "StepRecord"]
+__all__ = ["ResearchReport", "ResearchStepsFailed", "StepRecord", "format_cost"]
 
 
 class StepRecord(BaseModel):
@@ -18,7 +18,8 @@ class StepRecord(BaseModel):
     Attributes:
         step: The step's name: ``plan``, ``investigate-<n>`` or ``synthesis``.
         question: The question an investigation answered; ``None`` for plan and synthesis.
-        status: ``completed``, ``cached`` (answered from the step cache, without a request) or ``failed``.
+        status: ``completed``, ``cached`` (answered from the step cache, without a request), ``failed``, or
+            ``skipped`` (not started: the run had spent its budget).
         content: The model's answer (``None`` when the step failed).
         model: The model that answered.
         usage: Tokens the step spent (zero when it failed or was cached).
@@ -34,7 +35,7 @@ class StepRecord(BaseModel):
 
     step: str
     question: str | None = None
-    status: Literal["completed", "cached", "failed"]
+    status: Literal["completed", "cached", "failed", "skipped"]
     content: str | None = None
     model: str | None = None
     usage: Usage = Field(default_factory=Usage)
@@ -49,7 +50,7 @@ class StepRecord(BaseModel):
     @property
     def ok(self) -> bool:
         """Whether the step has an answer (completed or cached)."""
-        return self.status != "failed"
+        return self.status in ("completed", "cached")
 
 
 class ResearchReport(BaseModel):
@@ -62,7 +63,10 @@ class ResearchReport(BaseModel):
         plan: The plan step's answer.
         steps: Every step: ``plan``, ``investigate-1``..., ``synthesis``.
         synthesis: The synthesis; ``None`` when it could not run.
-        usage: Tokens of all completed steps.
+        synthesis_output: With ``synthesis_type``, the synthesis validated as that model.
+        usage: Tokens of all completed steps, and their cost when prices are set (``usage.cost_usd``).
+        budget: The run's budget and what it spent, when it had one (``max_total_tokens``, ``max_cost_usd``,
+            ``exceeded``).
         flow_run_id: The Prefect flow run that produced the report.
     """
 
@@ -72,13 +76,20 @@ class ResearchReport(BaseModel):
     plan: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     synthesis: str | None = None
+    synthesis_output: Any = None
     usage: Usage = Field(default_factory=Usage)
+    budget: dict[str, float | int | bool | None] | None = None
     flow_run_id: str | None = None
 
     @property
     def failed_steps(self) -> list[StepRecord]:
         """The steps that failed."""
-        return [step for step in self.steps if not step.ok]
+        return [step for step in self.steps if step.status == "failed"]
+
+    @property
+    def skipped_steps(self) -> list[StepRecord]:
+        """The steps not started because the run had spent its budget."""
+        return [step for step in self.steps if step.status == "skipped"]
 
     def to_markdown(self) -> str:
         """The report as Markdown: synthesis, questions, a steps table and each step's findings.
@@ -89,16 +100,27 @@ class ResearchReport(BaseModel):
             >>> report.to_markdown().splitlines()[0]
             '# Research: Confirmation layers'
         """
-        failed = self.failed_steps
-        status = "completed" if not failed else f"{len(failed)} of {len(self.steps)} steps failed"
+        failed, skipped = self.failed_steps, self.skipped_steps
+        problems = [f"{len(failed)} of {len(self.steps)} steps failed"] if failed else []
+        if skipped:
+            problems.append(f"{len(skipped)} skipped (budget spent)")
+        status = "; ".join(problems) or "completed"
         usage = self.usage
         lines = [
             f"# Research: {_one_line(self.topic)}",
             "",
             f"**Status:** {status}  ",
-            f"**Usage:** {usage.input_tokens} input / {usage.output_tokens} output "
-            f"({usage.reasoning_tokens} reasoning) tokens",
+            f"**Usage:** {usage.total_tokens} tokens: {usage.input_tokens} input ({usage.cached_tokens} cached) / "
+            f"{usage.output_tokens} output ({usage.reasoning_tokens} reasoning)  ",
+            f"**Cost:** {format_cost(usage.cost_usd)}",
         ]
+        if self.budget:
+            limits = [
+                f"{name} {self.budget[name]}" for name in ("max_total_tokens", "max_cost_usd") if self.budget.get(name)
+            ]
+            state = "**spent**" if self.budget.get("exceeded") else "within"
+            lines[-1] += "  "
+            lines.append(f"**Budget:** {', '.join(limits)}: {state}")
         if self.flow_run_id:
             lines.append(f"  \n**Flow run:** `{self.flow_run_id}`")
         lines += ["", "## Synthesis", "", self.synthesis if self.synthesis is not None else "_No synthesis._"]
@@ -109,18 +131,21 @@ class ResearchReport(BaseModel):
             "",
             "## Steps",
             "",
-            "| Step | Status | Model | Input | Output | Reasoning | Latency (ms) | Request id | Attempts |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |",
+            "| Step | Status | Model | Input | Cached | Output | Reasoning | Cost | Latency (ms) | Request id "
+            "| Attempts |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
         ]
         for step in self.steps:
-            status_cell = step.status if step.ok else f"**failed** ({step.error_class})"
+            status_cell = step.status if step.status != "failed" else f"**failed** ({step.error_class})"
             cells = [
                 step.step,
                 status_cell,
                 step.model or "",
                 str(step.usage.input_tokens),
+                str(step.usage.cached_tokens),
                 str(step.usage.output_tokens),
                 str(step.usage.reasoning_tokens),
+                "" if step.status in ("skipped", "cached") else format_cost(step.usage.cost_usd, empty=""),
                 "" if step.latency_ms is None else str(round(step.latency_ms)),
                 step.request_id or "",
                 "" if step.attempts is None else str(step.attempts),
@@ -132,6 +157,8 @@ class ResearchReport(BaseModel):
             lines += ["", f"### {title}", ""]
             if step.ok:
                 lines.append(step.content or "")
+            elif step.status == "skipped":
+                lines.append("_Not started: the run had spent its budget._")
             else:
                 incident = f" (incident `{step.incident_id}`)" if step.incident_id else ""
                 lines.append(f"**Failed** with `{step.error_class}`{incident}: {step.error or ''}")
@@ -163,6 +190,18 @@ class ResearchStepsFailed(ArcanosError):
 
 def _rebuild_steps_failed(message: str, report: ResearchReport, failed: int) -> ResearchStepsFailed:
     return ResearchStepsFailed(message, report=report, failed=failed)
+
+
+def format_cost(cost: float | None, *, empty: str = "n/a (no prices set: `ARCANOS_PRICE_*`)") -> str:
+    """A cost in USD as the report shows it: to the cent above a dollar, to a millionth below.
+
+    Examples:
+        >>> format_cost(12.3456), format_cost(0.001234), format_cost(None, empty="")
+        ('$12.35', '$0.001234', '')
+    """
+    if cost is None:
+        return empty
+    return f"${cost:,.2f}" if cost >= 1 else f"${cost:.6f}".rstrip("0").rstrip(".") if cost else "$0"
 
 
 def _one_line(text: str) -> str:
