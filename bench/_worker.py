@@ -342,12 +342,15 @@ def afan_bare(n: int, par: int) -> dict[str, Any]:
 
 
 @command
-def client_overhead(calls: int, repeats: int, block: int = 50, typed: bool = False) -> dict[str, Any]:
+def client_overhead(
+    calls: int, repeats: int, block: int = 50, typed: bool = False, traced: bool = False
+) -> dict[str, Any]:
     """``ArcanosPythonClient.run_reasoning`` vs the raw SDK client, same server, in alternating blocks of calls.
 
     Each round makes ``calls`` calls per side in blocks of ``block``, alternating which side goes first, so drift
     and noise hit both alike; the round's figure per side is its mean ms per call. With ``typed``, both ask for a
-    pydantic model: ``run_reasoning(output_type=...)`` against the SDK's own ``chat.completions.parse``.
+    pydantic model: ``run_reasoning(output_type=...)`` against the SDK's own ``chat.completions.parse``. With
+    ``traced``, the client records an OpenTelemetry span per request (an SDK tracer provider, in-memory exporter).
     """
     import openai
     from pydantic import BaseModel
@@ -366,6 +369,17 @@ def client_overhead(calls: int, repeats: int, block: int = 50, typed: bool = Fal
     raw_client = openai.OpenAI(api_key=_shapes.API_KEY, base_url=base_url, max_retries=0)
     # The environment of this process is the bench's clean one: nothing but the fake server's settings.
     client = ArcanosPythonClient(ArcanosSettings(max_retries=0, _env_file=None))
+    if traced:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        from arcanos_flows.client import instrument
+
+        provider = TracerProvider()
+        exported = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exported))
+        instrument(tracer_provider=provider)
     metadata = dict(_shapes.AUDIT)
 
     def raw_call() -> None:
@@ -404,7 +418,8 @@ def client_overhead(calls: int, repeats: int, block: int = 50, typed: bool = Fal
         ours_ms.append(spent["ours"] * 1000 / count)
     raw_client.close()
     client.close()
-    return {"raw_ms": raw_ms, "ours_ms": ours_ms}
+    spans = len(exported.get_finished_spans()) if traced else 0
+    return {"raw_ms": raw_ms, "ours_ms": ours_ms, "spans": spans}
 
 
 # --- Prefect cost per reasoning task --------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ SCENARIO_TITLES = (
     "async fan-out",
     "client overhead",
     "typed answers",
+    "OpenTelemetry spans",
     "Prefect cost per reasoning task",
     "ad-hoc `arcanos-flows run research`",
     "caching on",

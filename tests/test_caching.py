@@ -180,11 +180,12 @@ def test_rerun_with_cache_sends_nothing_and_reports_cached_steps_with_zero_token
         ("reasoning[synthesis]", "Cached"),
     ]
     with get_client(sync_client=True) as client:
-        [table] = [
+        tables = [
             artifact
             for artifact in client.read_artifacts()
             if artifact.key == "arcanos-research-steps" and artifact.flow_run_id == state.state_details.flow_run_id
         ]
+    table = max(tables, key=lambda artifact: artifact.created)  # updated while the run ran; the last is final
     rows = json.loads(table.data)
     assert [(row["status"], row["input_tokens"], row["output_tokens"]) for row in rows] == [("cached", 0, 0)] * 4
 

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 import pytest
 
 from arcanos_flows._version import __version__
+from arcanos_flows.core.errors import IncidentClass
 from arcanos_flows.incidents.model import Incident
 from arcanos_flows.incidents.outbox import Outbox
 from arcanos_flows.testing import FakeOpenAIServer, Reply, WebhookReceiver
@@ -97,7 +98,11 @@ def cli() -> Run:
 def _spooled(spool: Path, count: int) -> list[Incident]:
     outbox = Outbox(spool)
     incidents = [
-        Incident(incident_class="rate_limit", reason=f"Rate limit reached ({number}) " + "x" * 100, error_type="e.E")
+        Incident(
+            incident_class=IncidentClass.RATE_LIMIT,
+            reason=f"Rate limit reached ({number}) " + "x" * 300,
+            error_type="e.E",
+        )
         for number in range(count)
     ]
     for incident in incidents:
@@ -264,9 +269,32 @@ def test_incidents_list_shows_the_spool(cli: Run, env: dict[str, str], spool: Pa
     for incident in incidents:
         assert str(incident.incident_id) in table.stdout
     assert "rate_limit" in table.stdout
-    assert "x" * 100 not in table.stdout  # reasons are shortened
+    assert "1. Rate limit reached (0)" in table.stdout  # reasons are listed below the table...
+    assert "x" * 300 not in table.stdout.replace("\n", "").replace(" ", "")  # ...shortened
     listed = cli("incidents", "list", "--json", env=env)
     assert [item["incident_id"] for item in json.loads(listed.stdout)] == [str(i.incident_id) for i in incidents]
+
+
+def test_incidents_list_is_readable_at_80_columns(cli: Run, env: dict[str, str], spool: Path) -> None:
+    """At 80 columns every id and class is shown whole, on no line wider than the terminal; reasons go below."""
+    outbox = Outbox(spool)
+    incidents = [
+        Incident(incident_class=IncidentClass(incident_class), error_type="openai.AuthenticationError",
+                 reason="Error code: 401 - Incorrect API key provided. " * 3, http_status=401,
+                 context={"flow_run_id": str(uuid.uuid4()), "task_run_name": "reasoning[investigate-2]"})
+        for incident_class in ("authentication", "incomplete_completion", "rate_limit")
+    ]  # fmt: skip
+    for incident in incidents:
+        outbox.put(incident)
+    done = cli("incidents", "list", env={**env, "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    assert max(len(line.rstrip()) for line in done.stdout.splitlines()) <= 80
+    assert "…" not in done.stdout.split("\n1. ")[0]  # nothing in the table is cut
+    for incident in incidents:
+        assert str(incident.incident_id) in done.stdout
+        assert f" {incident.incident_class.value} " in done.stdout
+    for number in (1, 2, 3):
+        assert f"{number}. Error code: 401 - Incorrect API key provided." in done.stdout
 
 
 def test_incidents_flush_delivers_the_spool(
@@ -308,8 +336,13 @@ def test_run_research_shows_the_steps_and_prints_the_report(
     (run_id,) = set(re.findall(rf"Flow run: ({UUID.pattern})", done.stdout))
     assert f"UI: http://prefect.example:4200/runs/flow-run/{run_id}" in done.stdout
     steps = [f"reasoning[{step}]" for step in ("plan", "investigate-1", "investigate-2", "synthesis")]
+    # Not a terminal: one line per step as it finishes, with its tokens and seconds, before the report.
     for step in steps:
-        assert f"{step}: Completed" in done.stderr
+        assert re.search(
+            rf"^  {re.escape(step)}: Completed, [1-9]\d* tokens \(\d+ in / \d+ out\), \d+\.\d\d s, request req_\d+$",
+            done.stderr,
+            re.MULTILINE,
+        ), done.stderr
     # The temporary server stopped with the command, and only after recording each step's final state: a write
     # still running at exit is cancelled, leaving the step Running in the database that PREFECT_HOME keeps.
     with contextlib.closing(sqlite3.connect(f"file:{prefect_home / 'prefect.db'}?mode=ro", uri=True)) as db:
@@ -331,7 +364,11 @@ def test_run_research_failure_exits_1_with_one_incident(
     openai_server.script(Reply.error(401))
     done = cli("run", "research", "--topic", "Layers", "-q", "Which layers exist?", "--json", env=env, timeout=240)
     assert done.returncode == 1, done.stdout + done.stderr
-    outcome = json.loads(done.stdout)
+    *steps, outcome = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(step["event"], step["step"], step["status"], step["error_class"]) for step in steps] == [
+        ("step", "plan", "failed", "authentication")
+    ]
+    assert outcome["event"] == "summary"
     assert outcome["state"] == "Failed"
     assert outcome["error"].startswith("authentication:")
     assert UUID.fullmatch(outcome["flow_run_id"])
@@ -362,3 +399,53 @@ def test_demo_runs_on_a_fresh_machine_with_labelled_stand_ins(cli: Run, base_env
     assert "sk-demo-" not in output  # the demo's own key and secret are shown masked only
     assert "whsec_" not in output
     assert str(uuid.UUID(incident_ids[0])) in output
+
+
+@pytest.mark.slow
+def test_run_research_json_streams_one_object_per_step_then_the_summary(
+    cli: Run, env: dict[str, str], openai_server: FakeOpenAIServer, receiver: WebhookReceiver
+) -> None:
+    """`run research --json` prints each step as one JSON line when it finishes, then the summary on the last line."""
+    openai_server.script(Reply.ok("The plan."), Reply.error(401))  # the first investigation is refused
+    done = cli("run", "research", "--topic", "Layers", "-q", "Which layers exist?", "-q", "Who confirms?",
+               "--max-parallel", "1", "--json", env=env, timeout=240)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]  # every line is a JSON object of its own
+    *steps, summary = events
+    assert [event["event"] for event in steps] == ["step"] * 4
+    assert summary["event"] == "summary"
+    assert {"flow_run_id", "flow_run_name", "state", "ui_url", "error", "report"} <= set(summary)
+    assert summary["state"] == "Failed"
+    by_step = {step["step"]: step for step in steps}
+    assert list(by_step) == ["plan", "investigate-1", "investigate-2", "synthesis"]  # the order they finished in
+    assert {name: step["status"] for name, step in by_step.items()} == {
+        "plan": "completed", "investigate-1": "failed", "investigate-2": "completed", "synthesis": "completed"
+    }  # fmt: skip
+    assert by_step["investigate-1"]["error_class"] == "authentication"
+    assert by_step["investigate-1"]["tokens"] == 0
+    for step in steps:
+        assert isinstance(step["seconds"], float)
+        assert 0 <= step["seconds"] < 60
+    report_steps = {step["step"]: step for step in summary["report"]["steps"]}
+    for name in ("plan", "investigate-2", "synthesis"):
+        usage = report_steps[name]["usage"]
+        assert by_step[name]["tokens"] == usage["input_tokens"] + usage["output_tokens"] > 0
+        assert by_step[name]["request_id"] == report_steps[name]["request_id"]
+    (incident,) = receiver.incidents
+    assert incident["incident_class"] == "authentication"
+
+
+@pytest.mark.slow
+def test_run_research_lines_include_the_steps_a_spent_budget_skipped(cli: Run, env: dict[str, str]) -> None:
+    """Without a terminal, steps a spent budget never started still get their line, after those that ran."""
+    done = cli("run", "research", "--topic", "Layers", "-q", "Which layers exist?", "-q", "Who confirms?",
+               env={**env, "ARCANOS_RUN_MAX_TOKENS": "1"}, timeout=240)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [line.strip() for line in done.stderr.splitlines() if line.startswith("  reasoning[")]
+    assert lines, done.stdout + done.stderr
+    assert re.fullmatch(r"reasoning\[plan\]: Completed, [1-9]\d* tokens .*, \d+\.\d\d s, request req_1", lines[0])
+    assert lines[1:] == [
+        f"reasoning[{step}]: Skipped (budget spent), 0 tokens"
+        for step in ("investigate-1", "investigate-2", "synthesis")
+    ]
+    assert "skipped (budget)" in done.stdout  # the usage table below the report

@@ -118,7 +118,7 @@ def test_research_metadata_reaches_every_request(openai_server: FakeOpenAIServer
         read_back = client.read_task_runs(flow_run_filter=this_run)
         task_runs = {str(task_run.id): task_run.name for task_run in read_back}
     assert flow_run.parameters["audit"] == AUDIT
-    assert flow_run.parameters["confirmation_token"] == TOKEN
+    assert flow_run.parameters["confirmation_token"] == "**********"  # a secret parameter: masked in the API
     assert "arcanos" in flow_run.tags
     # Only the flow run is tagged: a tagged task run would cost a tag-concurrency lease per step.
     assert [task_run.tags for task_run in read_back] == [[]] * 5
@@ -230,8 +230,10 @@ def test_one_failed_investigation_reports_one_incident_and_fails_the_run_after_t
 
     [markdown] = artifacts_of(state.state_details.flow_run_id, "arcanos-research-report")
     assert "| investigate-2 | **failed** (authentication) |" in markdown.data
-    assert f"**Failed** with `authentication` (incident `{failed[0].incident_id}`)" in markdown.data
-    [table] = artifacts_of(state.state_details.flow_run_id, "arcanos-research-steps")
+    assert f"**Failed** with `authentication` (incident `{failed[0].incident_id}`, delivered)" in markdown.data
+    assert failed[0].incident_delivery == "delivered"
+    # The table is updated while the run runs; its last version is the final one.
+    table = max(artifacts_of(state.state_details.flow_run_id, "arcanos-research-steps"), key=lambda row: row.created)
     rows = json.loads(table.data)
     assert [(row["step"], row["status"]) for row in rows] == [
         ("plan", "completed"),
@@ -270,7 +272,8 @@ def test_a_failed_synthesis_fails_the_run_with_one_incident_and_still_publishes(
     assert state.is_failed()
     assert type(state.result(raise_on_failure=False)).__name__ == "RefusalError"
     assert [incident["incident_class"] for incident in receiver.incidents] == ["refusal"]
-    [table] = artifacts_of(state.state_details.flow_run_id, "arcanos-research-steps")
+    # The table is updated while the run runs; its last version is the final one.
+    table = max(artifacts_of(state.state_details.flow_run_id, "arcanos-research-steps"), key=lambda row: row.created)
     assert [row["status"] for row in json.loads(table.data)] == ["completed", "completed", "failed"]
 
 

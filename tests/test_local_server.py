@@ -211,7 +211,8 @@ def test_run_research_reuses_the_running_server(
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"on the local Prefect server at {running_server.api_url}" in done.stderr
     assert "temporary" not in done.stderr
-    outcome = json.loads(done.stdout)
+    outcome = json.loads(done.stdout.splitlines()[-1])  # the summary follows one JSON line per finished step
+    assert outcome["event"] == "summary"
     assert outcome["ui_url"] == f"{running_server.ui_url}/runs/flow-run/{outcome['flow_run_id']}"
     flow_run = api_get(f"{running_server.api_url}/flow_runs/{outcome['flow_run_id']}")
     assert isinstance(flow_run, dict)
@@ -343,5 +344,5 @@ def test_run_research_falls_back_to_the_temporary_server_when_the_recorded_one_i
     assert done.returncode == 0, done.stdout + done.stderr
     assert "is no longer running" in done.stderr
     assert "on Prefect's temporary local server" in done.stderr
-    assert json.loads(done.stdout)["state"] == "Completed"
+    assert json.loads(done.stdout.splitlines()[-1])["state"] == "Completed"
     assert not state_file(tmp_path / "state").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -383,11 +384,11 @@ def test_retry_transient_failures_also_decides_for_your_own_async_tasks(
 
 
 def test_with_retries_applies_the_configured_retry_policy(make_settings: Callable[..., ArcanosSettings]) -> None:
-    """``ARCANOS_TASK_RETRIES`` and ``ARCANOS_TASK_RETRY_DELAY`` become Prefect retries with exponential backoff."""
+    """``ARCANOS_TASK_RETRIES`` and ``ARCANOS_TASK_RETRY_DELAY`` become Prefect retries from a base delay."""
     configured = with_retries(run_reasoning, make_settings(task_retries=4, task_retry_delay=1.5))
 
     assert configured.retries == 4
-    assert configured.retry_delay_seconds == [1.5, 3.0, 6.0, 12.0]
+    assert configured.retry_delay_seconds == 1.5  # a number: the UI shows a list of delays as NaN
     assert configured.retry_jitter_factor == 0.5
     assert configured.retry_condition_fn is retry_transient_failures
     assert configured.task_run_name == "reasoning[{step}]"
@@ -492,3 +493,29 @@ def test_notify_maintenance_delivers_an_explicit_incident_with_the_run_context(
     assert context["task_run_name"] == "notify[degraded]"
     assert incident.incident_id == incident_id_for(context["flow_run_id"], context["task_run_id"], "degraded")
     assert delivery.headers["webhook-id"] == str(incident.incident_id)
+
+
+def test_retries_back_off_exponentially_and_the_task_run_shows_a_numeric_retry_delay(
+    arcanos_env: dict[str, str], openai_server: FakeOpenAIServer, receiver: WebhookReceiver
+) -> None:
+    """Prefect waits the base delay (0.3 s, with jitter), the task the rest: 0.3, 0.6, 1.2 s before tries 2 to 4."""
+    base = 0.3
+    openai_server.script(Reply.error(503), Reply.error(503), Reply.error(503))
+    step = run_reasoning.with_options(retries=3, retry_delay_seconds=base)
+
+    @flow
+    def backoff() -> ReasoningResult:
+        return step(MESSAGES, step="backoff")
+
+    result = backoff()
+
+    assert result.attempts == 4
+    arrivals = [request.at for request in openai_server.completion_requests]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    # Prefect's jitter (factor 0.5) may shorten its part to half the base; the backoff's rest is exact.
+    assert gaps[0] >= base * 0.5
+    assert gaps[1] >= base * 0.5 + base
+    assert gaps[2] >= base * 0.5 + 3 * base
+    task_run = read_task_run(result.metadata["prefect.task_run_id"])
+    assert task_run.empirical_policy.retry_delay == base
+    assert receiver.incidents == []

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from arcanos_flows.cli._tables import key_column
 from arcanos_flows.core.errors import ConfigurationError, classify
 from arcanos_flows.core.redaction import mask, redact
 from arcanos_flows.core.settings import ENV_FILE_VARIABLE, ArcanosSettings, NotifierSettings
@@ -95,7 +96,10 @@ def settings_table(settings: ArcanosSettings | None, *, from_block: bool = False
     are shown, masked the same way.
     """
     env_file = _env_file_values()
-    table = Table("variable", "value", "source", title="Configuration")
+    table = Table(title="Configuration")
+    key_column(table, "variable")  # variable names are never cut, values fold rather than end in "…"
+    table.add_column("value", overflow="fold")
+    table.add_column("source")
     for name in _field_order():
         field = ArcanosSettings.model_fields[name]
         variable = str(field.validation_alias)

@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markdown import Markdown
+from rich.console import Console, RenderableType
 from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from arcanos_flows.cli import _render as _cli_render
+from arcanos_flows.cli._tables import FirstThatFits, key_column, table_style, with_notes
 from arcanos_flows.core.redaction import mask, redact
 from arcanos_flows.incidents.model import Incident
 
@@ -135,28 +136,60 @@ def _label(out: Console, text: str) -> None:
 
 
 def _metadata_table(metadata: Mapping[str, Any]) -> Table:
-    table = Table("key", "value", title="Metadata of the last request the model received")
+    table = Table(title="Metadata of the last request the model received")
+    key_column(table, "key")
+    table.add_column("value", overflow="fold")
     for key, value in metadata.items():
         shown = mask(str(value)) if key == "confirmation_token" else redact(str(value))
         table.add_row(Text(str(key)), Text(shown))
     return table
 
 
-def _deliveries_table(deliveries: list[Any]) -> Table:
-    table = Table("webhook-id", "class", "http", "signature", "reason", "task run", title="Incidents the receiver got")
-    for delivery in deliveries:
-        body = delivery.json if isinstance(delivery.json, dict) else {}
-        context = body.get("context") or {}
-        reason = " ".join(str(body.get("reason", "")).split())
-        table.add_row(
-            delivery.headers.get("webhook-id", ""),
-            Text(str(body.get("incident_class", "?"))),
-            str(body.get("http_status") or ""),
-            Text("valid", style="green") if delivery.signature_valid else Text("INVALID", style="red"),
-            Text(reason if len(reason) <= 70 else reason[:69] + "…"),
-            Text(str(context.get("task_run_name", ""))),
-        )
-    return table
+def _deliveries_table(deliveries: list[Any]) -> RenderableType:
+    """What the receiver got: one row per delivery, the reasons listed below, each under its task run's name.
+
+    Ids, classes, signatures and task run names are never cut; on a narrow terminal the task run moves from its
+    column to the reasons below, then the HTTP status goes.
+    """
+    bodies = [delivery.json if isinstance(delivery.json, dict) else {} for delivery in deliveries]
+    task_runs = [str((body.get("context") or {}).get("task_run_name", "")) for body in bodies]
+
+    def layout(task_run: bool, http: bool, *, narrow: bool) -> Table:
+        table = Table(title="Incidents the receiver got", **table_style(narrow=narrow))
+        table.add_column("#", justify="right", no_wrap=True)
+        key_column(table, "webhook-id")
+        key_column(table, "class")
+        if http:
+            table.add_column("http", no_wrap=True)
+        key_column(table, "signature")
+        if task_run:
+            key_column(table, "task run")
+        for number, (delivery, body, name) in enumerate(zip(deliveries, bodies, task_runs, strict=True), 1):
+            row: list[RenderableType] = [
+                str(number),
+                Text(delivery.headers.get("webhook-id", "")),
+                Text(str(body.get("incident_class", "?"))),
+            ]
+            if http:
+                row.append(str(body.get("http_status") or ""))
+            row.append(Text("valid", style="green") if delivery.signature_valid else Text("INVALID", style="red"))
+            if task_run:
+                row.append(Text(name))
+            table.add_row(*row)
+        return table
+
+    table = FirstThatFits(
+        layout(True, True, narrow=False),
+        layout(True, True, narrow=True),
+        layout(False, True, narrow=False),
+        layout(False, True, narrow=True),
+        layout(False, False, narrow=True),
+    )
+    reasons = [
+        (name, _cli_render.shorten(str(body.get("reason", "")), _cli_render.REASON_LIMIT))
+        for body, name in zip(bodies, task_runs, strict=True)
+    ]
+    return with_notes(table, reasons)
 
 
 def run_demo(out: Console, err: Console, *, topic: str, target: PrefectTarget | None = None) -> int:
@@ -249,7 +282,6 @@ def _research(
     out: Console, err: Console, stand_ins: _StandIns, *, topic: str, real: bool, target: PrefectTarget
 ) -> bool:
     from arcanos_flows.cli import _flowrun as _cli_flowrun
-    from arcanos_flows.cli import _render as _cli_render
     from arcanos_flows.cli import _server as _cli_server
 
     questions = [
@@ -272,8 +304,7 @@ def _research(
     )
     report = _cli_render.report_of(outcome)
     if report is not None:
-        out.print(Markdown(report.to_markdown()))
-        out.print(_cli_render.usage_table(report))
+        _cli_render.print_report(out, report)
     if not real:
         requests = stand_ins.openai.completion_requests
         if requests and isinstance(requests[-1].json, dict):
@@ -306,7 +337,6 @@ def _research_flow(err: Console) -> Any:
 
 def _failing_check(out: Console, err: Console, stand_ins: _StandIns, reply: Any) -> bool:
     from arcanos_flows.cli import _flowrun as _cli_flowrun
-    from arcanos_flows.cli import _render as _cli_render
     from arcanos_flows.flows.maintenance import maintenance_check_flow
 
     out.print(Rule("2. A step that fails: the maintenance check, answered 401 as for a revoked key"))

@@ -7,6 +7,11 @@ runs of the flow run through the Prefect API every half second, so steps that ar
 API learns of task runs through events, a moment late; a step the log already marked finished is never set
 back). Either source failing only makes the view less complete: the run itself is never affected.
 
+A step is reported the moment its own final log record is written (:attr:`RunTracker.on_step`: a line when
+there is no live view, a JSON object with ``--json``), complete: the tokens of its usage line, the seconds since
+its task run started (its run context, in the thread that writes its records, says when) and, for a failure, the
+incident class its failure hook reported.
+
 Start-up is most of an ad-hoc run's time, so this module is careful with it: Prefect and the SDK are imported
 once, with the cyclic garbage collector paused (:func:`heavy_imports`); Prefect's temporary server, when runs
 go there, starts while the flows are imported (:func:`temporary_server_starting`); nothing polls without a live
@@ -25,16 +30,19 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from arcanos_flows.cli._progress import StepView, status_of, step_line
+from arcanos_flows.cli._tables import FirstThatFits, key_column, with_notes
 from arcanos_flows.core.errors import ConfigurationError, InvalidReasoningInput, classify
 from arcanos_flows.core.redaction import redact
 
@@ -43,9 +51,11 @@ __all__ = [
     "RunTracker",
     "StepView",
     "heavy_imports",
+    "progress_line",
     "quiet_prefect_console",
     "run_flow",
     "run_research",
+    "steps_table",
     "temporary_server_starting",
     "wait_until_recorded",
 ]
@@ -58,6 +68,7 @@ _USAGE = re.compile(
     r"answered by (?P<model>\S+): (?P<input>\d+) input / (?P<output>\d+) output .*? in (?P<ms>[\d.]+) ms, "
     r"request (?P<request>\S+), (?P<attempts>\d+) attempt"
 )
+_FAILURE_RECORDS = ("Task run failed with", "Running hook ", "Hook ")
 _TERMINAL = frozenset({"Completed", "Cached", "Failed", "Crashed", "Cancelled", "TimedOut"})
 _STYLES = {"Completed": "green", "Cached": "blue", "Failed": "red", "Crashed": "red", "TimedOut": "red"}
 _POLL_SECONDS = 0.5
@@ -66,25 +77,20 @@ _RECORDED_WAIT_SECONDS = 5.0
 
 
 @dataclass
-class StepView:
-    """What the live view knows about one task run."""
-
-    name: str
-    state: str = "Running"
-    attempts: int = 1
-    model: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    latency_ms: float | None = None
-    request_id: str | None = None
-    error: str | None = None
-    final: bool = False
-    named_by_log: bool = False
-
-
-@dataclass
 class RunTracker:
-    """The state of one flow run as seen by the CLI; rendered by rich (``__rich__``) from the Live thread."""
+    """The state of one flow run as seen by the CLI; rendered by rich (``__rich__``) from the Live thread.
+
+    Attributes:
+        flow_name: The flow's name.
+        waiting_for: What the view says before the flow run exists.
+        flow_run_id: The flow run, once its first log record names it.
+        flow_run_name: Its generated name.
+        state: The flow run's state.
+        steps: The steps (task runs) by task run id, in the order they were first seen.
+        expected_steps: How many steps the run will have, when known (the progress shows ``3/5 steps``).
+        on_step: Called with (a copy of) each step when its own log records show it finished, once per step, in
+            the thread that ran it.
+    """
 
     flow_name: str
     waiting_for: str = "starting the flow run"
@@ -92,12 +98,17 @@ class RunTracker:
     flow_run_name: str | None = None
     state: str = "Pending"
     steps: dict[str, StepView] = field(default_factory=dict)
+    expected_steps: int | None = None
+    on_step: Callable[[StepView], None] | None = field(default=None, repr=False)
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     spinner: Spinner = field(default_factory=lambda: Spinner("dots"), repr=False)
+    _errors: dict[str, BaseException | None] = field(default_factory=dict, repr=False)
 
     def on_record(self, record: logging.LogRecord) -> str | None:
         """Update from one log record of ``prefect.flow_runs`` or ``prefect.task_runs``.
+
+        A record that shows a step finished also goes to :attr:`on_step` (after the tracker's lock is released).
 
         Returns:
             A line worth printing when there is no live view (a step finished or retries, the run ended).
@@ -107,29 +118,51 @@ class RunTracker:
             task_run_id = getattr(record, "task_run_id", None)
             if task_run_id is None:
                 return self._on_flow_record(record, message)
-            step = self.steps.setdefault(str(task_run_id), StepView("step"))
-            # The run's own records carry the rendered name (``reasoning[plan]``); the API may list a task run
-            # under its provisional name before the rename reaches it.
-            step.name, step.named_by_log = str(getattr(record, "task_run_name", step.name)), True
-            if finished := _FINISHED.match(message):
-                step.state, step.final = finished.group("state"), True
-                if step.state not in ("Completed", "Cached"):
-                    step.error = _short(_state_detail(finished.group("detail")))
-                return _step_line(step)
-            if retry := _RETRY.search(message):
-                step.state = f"Retrying {retry.group('retry')}/{retry.group('retries')}"
-                step.attempts = int(retry.group("retry")) + 1
-                cause = message.split(" - Retry")[0].removeprefix("Task run failed with ")
-                step.error = _short(cause.removeprefix("exception: "))
-                return _step_line(step)
-            if usage := _USAGE.search(message):
-                step.model = usage.group("model")
-                step.input_tokens = int(usage.group("input"))
-                step.output_tokens = int(usage.group("output"))
-                step.latency_ms = float(usage.group("ms"))
-                step.request_id = usage.group("request")
-                step.attempts = int(usage.group("attempts"))
-            return None
+            line, finished = self._on_step_record(str(task_run_id), record, message)
+        if finished is not None and self.on_step is not None:
+            self.on_step(finished)
+        return line
+
+    def _on_step_record(
+        self, task_run_id: str, record: logging.LogRecord, message: str
+    ) -> tuple[str | None, StepView | None]:
+        step = self.steps.setdefault(task_run_id, StepView("step", task_run_id=task_run_id))
+        # The run's own records carry the rendered name (``reasoning[plan]``); the API may list a task run
+        # under its provisional name before the rename reaches it.
+        step.name, step.named_by_log = str(getattr(record, "task_run_name", step.name)), True
+        if step.started_at is None:
+            step.started_at = _started_at(task_run_id) or record.created
+        if finished := _FINISHED.match(message):
+            step.state, step.final = finished.group("state"), True
+            step.seconds = max(0.0, record.created - step.started_at)
+            if step.state not in ("Completed", "Cached"):
+                step.error = _short(_state_detail(finished.group("detail")))
+                error = self._errors.get(task_run_id)
+                step.error_class = _error_class(step.state, error)
+                if error is not None:
+                    step.request_id = step.request_id or classify(error).request_id
+            if step.reported:
+                return None, None
+            step.reported = True
+            return step_line(step), StepView(**vars(step))
+        if retry := _RETRY.search(message):
+            step.state = f"Retrying {retry.group('retry')}/{retry.group('retries')}"
+            step.attempts = int(retry.group("retry")) + 1
+            cause = message.split(" - Retry")[0].removeprefix("Task run failed with ")
+            step.error = _short(cause.removeprefix("exception: "))
+            return f"  {step.name}: {step.state} ({step.error})", None
+        if message.startswith(_FAILURE_RECORDS):
+            # Classified when the step is final, after its failure hook attached the incident it reported.
+            error = record.exc_info[1] if record.exc_info else None
+            self._errors[task_run_id] = error or _context_failure(task_run_id) or self._errors.get(task_run_id)
+        elif usage := _USAGE.search(message):
+            step.model = usage.group("model")
+            step.input_tokens = int(usage.group("input"))
+            step.output_tokens = int(usage.group("output"))
+            step.latency_ms = float(usage.group("ms"))
+            step.request_id = usage.group("request")
+            step.attempts = int(usage.group("attempts"))
+        return None, None
 
     def _on_flow_record(self, record: logging.LogRecord, message: str) -> str | None:
         flow_run_id = getattr(record, "flow_run_id", None)
@@ -148,9 +181,12 @@ class RunTracker:
         """Update from the task runs the Prefect API lists for the flow run (states only, never backwards)."""
         with self.lock:
             for task_run in task_runs:
-                step = self.steps.setdefault(str(task_run.id), StepView(task_run.name))
+                task_run_id = str(task_run.id)
+                step = self.steps.setdefault(task_run_id, StepView(task_run.name, task_run_id=task_run_id))
                 if not step.named_by_log:
                     step.name = task_run.name
+                if step.started_at is None and getattr(task_run, "start_time", None) is not None:
+                    step.started_at = task_run.start_time.timestamp()
                 if step.final or task_run.state is None:
                     continue
                 name = task_run.state.name
@@ -171,43 +207,137 @@ class RunTracker:
             return [StepView(**vars(step)) for step in self.steps.values()]
 
     def __rich__(self) -> RenderableType:
-        """Header with the flow run and a spinner, then one row per step."""
+        """Header with the flow run and a spinner, the progress (``3/5 steps``), then one row per step."""
         elapsed = time.monotonic() - self.started
         with self.lock:
             if self.flow_run_id is None:
                 title = f"{self.flow_name}: {self.waiting_for}… {elapsed:.0f}s"
             else:
                 title = f"{self.flow_name} · flow run '{self.flow_run_name}' · {self.state} · {elapsed:.0f}s"
+            started = self.flow_run_id is not None
         header: RenderableType = Text(title, style="bold")
         if self.state in ("Pending", "Running"):
             self.spinner.update(text=Text(title))  # one Spinner, so that it turns
             header = self.spinner
+        if not started:
+            return header
         steps = self.snapshot()
-        return Group(header, steps_table(steps)) if steps else header
+        parts: list[RenderableType] = [header, progress_line(steps, self.expected_steps)]
+        if steps:
+            parts.append(steps_table(steps))
+        return Group(*parts)
 
 
-def steps_table(steps: list[StepView]) -> Table:
-    """The live view's table of steps."""
-    table = Table("step", "state", "tries", "tokens in/out", "latency", "request", box=None, pad_edge=False)
-    for step in steps:
-        tokens = "" if step.input_tokens is None else f"{step.input_tokens}/{step.output_tokens}"
-        latency = "" if step.latency_ms is None else f"{step.latency_ms:.0f} ms"
-        state = Text(step.state, style=_STYLES.get(step.state, "yellow"))
-        if step.error and not step.state.startswith("Completed"):
-            state.append(f"  {step.error}", style="dim")
-        table.add_row(Text(step.name), state, str(step.attempts), tokens, latency, Text(step.request_id or ""))
-    return table
+def progress_line(steps: list[StepView], expected: int | None = None) -> RenderableType:
+    """A bar and ``3/5 steps`` (``3 steps finished`` while the total is unknown), failures and tokens so far.
 
-
-def _step_line(step: StepView) -> str:
-    line = f"  {step.name}: {step.state}"
-    if step.input_tokens is not None:
-        line += (
-            f", {step.input_tokens}/{step.output_tokens} tokens in {step.latency_ms:.0f} ms, request {step.request_id}"
-        )
-    if step.error and step.state not in ("Completed", "Cached"):
-        line += f" ({step.error})"
+    Examples:
+        >>> steps = [StepView("reasoning[plan]", state="Completed", final=True, input_tokens=70, output_tokens=14),
+        ...          StepView("reasoning[investigate-1]")]
+        >>> console = Console(width=80)
+        >>> with console.capture() as captured:
+        ...     console.print(progress_line(steps, expected=4))
+        >>> captured.get().split("  ")[-1].strip()
+        '1/4 steps · 84 tokens'
+    """
+    done = sum(1 for step in steps if step.final)
+    failed = sum(1 for step in steps if step.final and status_of(step.state) == "failed")
+    tokens = sum((step.input_tokens or 0) + (step.output_tokens or 0) for step in steps)
+    total = max(expected, len(steps)) if expected else None
+    text = f"{done}/{total} steps" if total else f"{done} step{'' if done == 1 else 's'} finished"
+    if failed:
+        text += f", {failed} failed"
+    text += f" · {tokens} tokens"
+    line = Table.grid(padding=(0, 2))
+    line.add_row(ProgressBar(total=total, completed=done, width=24), Text(text))
     return line
+
+
+def steps_table(steps: list[StepView]) -> RenderableType:
+    """The live view's steps, one row each; why a step failed or retries goes below the table, by step.
+
+    Step names and states are never cut; the latency and request id columns go when the terminal is too narrow.
+    """
+    now = time.time()
+
+    def layout(full: bool) -> Table:
+        table = Table(box=None, pad_edge=False)
+        key_column(table, "step")
+        key_column(table, "state")
+        table.add_column("tries", justify="right")
+        table.add_column("tokens in/out", justify="right")
+        table.add_column("time", justify="right")
+        if full:
+            table.add_column("latency", justify="right")
+            key_column(table, "request")
+        for step in steps:
+            tokens = "" if step.input_tokens is None else f"{step.input_tokens}/{step.output_tokens}"
+            seconds = step.seconds
+            if seconds is None and step.started_at is not None and not step.final:
+                seconds = max(0.0, now - step.started_at)
+            row: list[RenderableType] = [
+                Text(step.name),
+                Text(
+                    f"{step.state} ({step.error_class})" if step.final and step.error_class else step.state,
+                    style=_STYLES.get(step.state, "yellow"),
+                ),
+                str(step.attempts),
+                tokens,
+                "" if seconds is None else f"{seconds:.1f} s",
+            ]
+            if full:
+                row += ["" if step.latency_ms is None else f"{step.latency_ms:.0f} ms", Text(step.request_id or "")]
+            table.add_row(*row)
+        return table
+
+    errors = [
+        (step.name, step.error) for step in steps if step.error and not step.state.startswith(("Completed", "Cached"))
+    ]
+    return with_notes(FirstThatFits(layout(True), layout(False)), errors)
+
+
+def _started_at(task_run_id: str) -> float | None:
+    """When the task run writing a record started, from its run context (records are written in its thread)."""
+    try:
+        from prefect.context import TaskRunContext
+
+        context = TaskRunContext.get()
+        if context is None or str(context.task_run.id) != task_run_id or context.task_run.start_time is None:
+            return None
+        return float(context.task_run.start_time.timestamp())
+    except Exception:  # only the step's seconds are less exact
+        return None
+
+
+def _context_failure(task_run_id: str) -> BaseException | None:
+    """The exception of the task run writing a record, when its run context holds it in a failed state.
+
+    Records of the failure hooks (``Running hook 'task_on_failure'...``) are written there, before the final one.
+    """
+    try:
+        from prefect.context import TaskRunContext
+
+        from arcanos_flows.prefect.runs import state_exception
+
+        context = TaskRunContext.get()
+        if context is None or str(context.task_run.id) != task_run_id:
+            return None
+        state = context.task_run.state
+        if state is None or not (state.is_failed() or state.is_crashed()):
+            return None
+        return state_exception(state)
+    except Exception:  # only the step's error class is less exact
+        return None
+
+
+def _error_class(state: str, error: BaseException | None) -> str:
+    """The incident class of a failed step: its error's (as its hook reported it), else what its state says."""
+    if error is not None:
+        from arcanos_flows.incidents.model import attached_incident
+
+        incident = attached_incident(error)
+        return (incident.incident_class if incident is not None else classify(error).incident_class).value
+    return {"Crashed": "crashed", "Cancelled": "cancelled", "TimedOut": "timeout"}.get(state, "unknown")
 
 
 def _state_detail(detail: str) -> str:
@@ -457,15 +587,22 @@ def run_flow(
     *,
     show_logs: bool = False,
     live: bool = True,
+    on_step: Callable[[StepView], None] | None = None,
+    expected_steps: int | None = None,
 ) -> FlowOutcome:
     """Call ``flow(**parameters)`` in this process and watch it; never raises for a failed run.
 
+    On a terminal, a live view shows the progress (``3/5 steps``) and each step; elsewhere (a log, CI) each step
+    gets one line on ``console`` as it finishes (:func:`arcanos_flows.cli._progress.step_line`).
+
     Args:
-        console: Where the live view goes (stderr).
+        console: Where the live view or the lines go (stderr).
         flow: A Prefect flow.
         parameters: Its parameters.
-        show_logs: Keep Prefect's own log lines on the console (then there is no live view).
-        live: Show the live view (off for ``--json``).
+        show_logs: Keep Prefect's own log lines on the console (then there is no live view and no lines).
+        live: Show the progress: the live view or the lines (off for ``--json``).
+        on_step: Called with each step as it finishes (:attr:`RunTracker.on_step`), whatever is shown.
+        expected_steps: How many steps the run will have, when known.
 
     Returns:
         The outcome, with the run id and the flow's result or error.
@@ -474,7 +611,7 @@ def run_flow(
 
     from arcanos_flows.prefect.runs import ui_url_for
 
-    tracker = RunTracker(flow.name)
+    tracker = RunTracker(flow.name, expected_steps=expected_steps, on_step=on_step)
     temporary_server = get_current_settings().api.url is None
     if temporary_server:
         tracker.waiting_for = "starting Prefect's temporary local server"
@@ -601,8 +738,13 @@ def run_research(
     max_parallel: int,
     show_logs: bool = False,
     live: bool = True,
+    on_step: Callable[[StepView], None] | None = None,
 ) -> FlowOutcome:
-    """Run :func:`arcanos_flows.flows.research.research_flow` with the live view; see :func:`run_flow`."""
+    """Run :func:`arcanos_flows.flows.research.research_flow` with the live view; see :func:`run_flow`.
+
+    With the questions given, the run has as many steps as questions, plus the plan and the synthesis: the progress
+    counts them as ``finished/total``.
+    """
     if not show_logs:
         quiet_prefect_console()  # before the temporary server starts: its start-up message is noise here
     with temporary_server_starting(console, show_status=live and not show_logs), heavy_imports():
@@ -620,4 +762,6 @@ def run_research(
         },
         show_logs=show_logs,
         live=live,
+        on_step=on_step,
+        expected_steps=len(questions) + 2 if questions else None,
     )

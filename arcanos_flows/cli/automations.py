@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from arcanos_flows.cli._shared import connect_prefect, console, err_console, exit_with_error
+from arcanos_flows.cli._tables import key_column
 
 __all__ = ["automations_app", "automations_install", "automations_uninstall"]
 
@@ -44,7 +45,10 @@ def automations_install(
         exit_with_error(str(exc), 2)
     except Exception as exc:
         exit_with_error(f"could not install the automations on {api_url}: {type(exc).__name__}: {exc}", 1)
-    table = Table("name", "id", "enabled", title="Installed automations")
+    table = Table(title="Installed automations")
+    key_column(table, "name")
+    key_column(table, "id")
+    table.add_column("enabled")
     for automation in automations:
         table.add_row(Text(automation.name), str(automation.id), "yes" if automation.enabled else "no")
     console.print(table)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from arcanos_flows.cli._shared import JsonOption, console, err_console, exit_with_error, load_notifier_settings
 
@@ -17,7 +15,11 @@ incidents_app = typer.Typer(help="Incidents waiting in the spool: list them, del
 
 @incidents_app.command("list")
 def incidents_list(as_json: JsonOption = False) -> None:
-    """Show the incidents waiting in the spool (ARCANOS_INCIDENT_SPOOL), oldest first."""
+    """Show the incidents waiting in the spool (ARCANOS_INCIDENT_SPOOL), oldest first.
+
+    The table has each incident's id, class, time, HTTP status and flow run; their reasons follow it as a numbered
+    list, shortened (--json has them whole).
+    """
     from arcanos_flows.incidents.outbox import Outbox
 
     settings = load_notifier_settings()
@@ -28,16 +30,9 @@ def incidents_list(as_json: JsonOption = False) -> None:
     if not pending:
         err_console.print(f"No incidents waiting in {settings.incident_spool}.", markup=False)
         return
-    table = Table("id", "class", "occurred_at", "reason", title=f"Incidents waiting in {settings.incident_spool}")
-    for incident in pending:
-        reason = " ".join(incident.reason.split())
-        table.add_row(
-            str(incident.incident_id),
-            incident.incident_class.value,
-            incident.occurred_at.strftime("%Y-%m-%d %H:%M:%SZ"),
-            Text(reason if len(reason) <= 60 else reason[:59] + "…"),
-        )
-    console.print(table)
+    from arcanos_flows.cli._render import incidents_table
+
+    console.print(incidents_table(pending, title=f"Incidents waiting in {settings.incident_spool}"))
     err_console.print(f"{len(pending)} incident(s) waiting.", markup=False)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from arcanos_flows.cli._shared import (
-    JsonOption,
     MetaOption,
     connect_prefect,
     console,
@@ -37,12 +37,23 @@ def run_research(
     max_parallel: Annotated[
         int, typer.Option("--max-parallel", min=1, max=32, help="Investigation steps in flight at once.")
     ] = 4,
-    as_json: JsonOption = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON lines instead of the report: one object per step as it finishes "
+            '("event": "step"), then the run\'s summary ("event": "summary").',
+        ),
+    ] = False,
     show_logs: Annotated[
         bool, typer.Option("--show-logs", help="Also print Prefect's own run logs on stderr.")
     ] = False,
 ) -> None:
     """Run the research flow now (plan, parallel investigations, synthesis) and print its report.
+
+    Progress goes to stderr while the run runs: on a terminal, a live view of the steps (`3/5 steps`); otherwise
+    one line per step as it finishes (status, tokens, seconds). Then the report, with its usage table, goes to
+    stdout. With --json, stdout gets one JSON object per line instead: each step as it finishes, then the summary.
 
     Uses PREFECT_API_URL when set, else the server of `arcanos-flows server start` when it is running, else a
     temporary local server for this run alone. Exit code 0 when the run completed, 1 when it failed, 2 on
@@ -62,8 +73,16 @@ def run_research(
     load_settings()  # fail fast (exit 2) before Prefect starts
     connect_prefect("Running arcanos-research")
     from arcanos_flows.cli import _flowrun as _cli_flowrun
+    from arcanos_flows.cli import _progress as _cli_progress
     from arcanos_flows.cli import _render as _cli_render
 
+    # --json: each step's object goes to stdout as it finishes. Otherwise run_flow shows the steps (a live view,
+    # or a line each when stderr is not a terminal); the steps it could not see finish get their line at the end.
+    reporter = (
+        _cli_progress.StepReporter(typer.echo, as_json=True)
+        if as_json
+        else _cli_progress.StepReporter(lambda line: err_console.print(Text(line), soft_wrap=True), as_json=False)
+    )
     outcome = _cli_flowrun.run_research(
         err_console,
         topic=topic,
@@ -73,7 +92,10 @@ def run_research(
         max_parallel=max_parallel,
         show_logs=show_logs,
         live=not as_json,
+        on_step=reporter.on_step if as_json else None,
     )
+    if as_json or not (show_logs or err_console.is_terminal):
+        reporter.finish(_cli_render.report_of(outcome), outcome.steps)
     if as_json:
         typer.echo(_cli_render.outcome_json(outcome))
     else:

@@ -14,6 +14,7 @@ from arcanos_flows.client._async import AsyncArcanosClient
 from arcanos_flows.client._base import SOURCE, model_matches
 from arcanos_flows.client._output import DEFAULT_OUTPUT_RETRIES, OutputSpec, output_spec
 from arcanos_flows.client._sync import ArcanosPythonClient
+from arcanos_flows.client._telemetry import instrument, uninstrument
 
 __all__ = [
     "DEFAULT_OUTPUT_RETRIES",
@@ -21,6 +22,8 @@ __all__ = [
     "ArcanosPythonClient",
     "AsyncArcanosClient",
     "OutputSpec",
+    "instrument",
     "model_matches",
     "output_spec",
+    "uninstrument",
 ]

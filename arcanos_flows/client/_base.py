@@ -24,7 +24,7 @@ from arcanos_flows.core.messages import check_messages, check_options, fingerpri
 from arcanos_flows.core.metadata import MetadataValue, build_metadata
 from arcanos_flows.core.pickling import keep_picklable
 from arcanos_flows.core.ratelimit import shared_limiter
-from arcanos_flows.core.redaction import redact, redact_logs
+from arcanos_flows.core.redaction import redact, redact_logs, register_token
 from arcanos_flows.core.results import ReasoningResult
 from arcanos_flows.core.settings import ArcanosSettings
 from arcanos_flows.core.upstream import (
@@ -206,6 +206,7 @@ class ClientCore:
         call.metadata = build_metadata(
             metadata, defaults={"confirmation_token": self.settings.confirmation_token}, identity=identity
         )
+        register_token(call.metadata.get("confirmation_token"))  # a caller's own token is as secret as the setting
         api = self.settings.openai_api
         body = request_body(
             api,

@@ -16,6 +16,7 @@ import openai
 from arcanos_flows.client._base import Call, ClientCore, PreparedRequest, simple_prompt_messages
 from arcanos_flows.client._http import event_hooks, tls_context
 from arcanos_flows.client._output import DEFAULT_OUTPUT_RETRIES, OutputAttempts, check_output_options
+from arcanos_flows.client._telemetry import request_span
 from arcanos_flows.core.errors import InvalidReasoningInput
 from arcanos_flows.core.metadata import MetadataValue
 from arcanos_flows.core.pickling import register_sdk_exceptions
@@ -185,11 +186,14 @@ class ArcanosPythonClient(ClientCore):
 
     def _send(self, request: PreparedRequest) -> ReasoningResult:
         started = time.perf_counter()
-        if request.api == "chat":
-            raw = self._openai.chat.completions.with_raw_response.create(**request.body, **request.options)
-        else:
-            raw = self._openai.responses.with_raw_response.create(**request.body, **request.options)
-        return self._result(request, raw, started)
+        with request_span(request, self._openai.base_url) as span:
+            if request.api == "chat":
+                raw = self._openai.chat.completions.with_raw_response.create(**request.body, **request.options)
+            else:
+                raw = self._openai.responses.with_raw_response.create(**request.body, **request.options)
+            result = self._result(request, raw, started)
+            span.answered(result)
+        return result
 
     def _report(self, error: Exception, call: Call) -> None:
         incident = self._failed(error, call)

@@ -13,7 +13,16 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["REDACTED", "RedactingFilter", "mask", "redact", "redact_data", "redact_logs", "register_secret"]
+__all__ = [
+    "REDACTED",
+    "RedactingFilter",
+    "mask",
+    "redact",
+    "redact_data",
+    "redact_logs",
+    "register_secret",
+    "register_token",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -31,6 +40,21 @@ _SHOWN_PREFIX_MIN_LENGTH = 12
 
 _lock = threading.Lock()
 _known: frozenset[str] = frozenset()
+
+
+def register_token(token: str | None) -> None:
+    """Remember a confirmation token as a secret, when it looks like one: 8 characters or more, not just letters.
+
+    Redaction is process-wide and textual: a token that is an ordinary word (``"caller"``) would be masked in every
+    message that uses the word. Real tokens are long and carry digits or punctuation.
+
+    Examples:
+        >>> register_token("ct-2026-12-ops-token")
+        >>> redact("sent ct-2026-12-ops-token"), redact("the caller keys")
+        ('sent [REDACTED]', 'the caller keys')
+    """
+    if token is not None and len(token) >= 8 and not token.isalpha():
+        register_secret(token)
 
 
 def register_secret(secret: str | None) -> None:

@@ -6,9 +6,10 @@ import importlib
 import threading
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_serializer, field_validator
 
 from arcanos_flows.core.pricing import Pricing
+from arcanos_flows.core.redaction import redact_data
 
 __all__ = ["ReasoningResult", "Usage", "output_type_name", "register_output_type"]
 
@@ -120,6 +121,12 @@ class ReasoningResult(BaseModel):
     api: Literal["chat", "responses"] = "chat"
     output_type: str | None = None
     output: Any = None
+
+    @field_serializer("metadata")
+    def _masked_metadata(self, metadata: dict[str, str]) -> Any:
+        # Serialised (result storage, `--json`, artifacts), the metadata shows no secret: the confirmation token and
+        # any registered secret are masked. The object itself keeps what was sent.
+        return redact_data(metadata)
 
     @field_validator("output")
     @classmethod

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arcanos_flows.core.errors import ConfigurationError
 from arcanos_flows.core.pricing import Pricing
-from arcanos_flows.core.redaction import redact, register_secret
+from arcanos_flows.core.redaction import redact, register_secret, register_token
 
 __all__ = [
     "CREDENTIALS_BLOCK_VARIABLE",
@@ -302,7 +302,8 @@ class ArcanosSettings(NotifierSettings):
         max_length=512,
         validation_alias="ARCANOS_CONFIRMATION_TOKEN",
         description=(
-            "added to every request's metadata as `confirmation_token` (a caller's own `confirmation_token` wins)"
+            "added to every request's metadata as `confirmation_token` (a caller's own `confirmation_token` wins); "
+            "sent in full upstream, masked in incidents, events, artifacts, logs and `--json` output"
         ),
     )
     store: bool = Field(
@@ -473,6 +474,13 @@ class ArcanosSettings(NotifierSettings):
             )
         _register(key)
         return key
+
+    @field_validator("confirmation_token")
+    @classmethod
+    def _token_is_a_secret(cls, token: str | None) -> str | None:
+        # Sent in full in the request metadata; masked everywhere arcanos-flows shows or reports anything.
+        register_token(token)
+        return token
 
     @field_validator("requests_per_minute")
     @classmethod

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
@@ -144,6 +144,21 @@ class MaintenanceNotifier:
     def webhook_url(self) -> str | None:
         """The webhook incidents go to, or ``None`` when they are printed."""
         return self.settings.maintenance_webhook
+
+    def delivery_of(self, incident: Incident) -> Literal["delivered", "spooled", "stdout"]:
+        """What became of an incident this notifier reported: ``delivered``, ``spooled`` or ``stdout``.
+
+        ``spooled``: kept in the spool for the next delivery; ``stdout``: no webhook is set, it was printed.
+
+        Examples:
+            >>> notifier = MaintenanceNotifier.to_stdout()
+            >>> notifier.delivery_of(notifier.notify(RuntimeError("disk full")))  # doctest: +ELLIPSIS
+            {"type":"arcanos.incident",...}
+            'stdout'
+        """
+        if self.webhook_url is None:
+            return "stdout"
+        return "spooled" if self.outbox.path_for(incident.incident_id).exists() else "delivered"
 
     def notify(self, error: BaseException | Incident, /, **context: Any) -> Incident:
         """Report a failure; never raises.

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import inspect
 import types
+import typing
 from collections.abc import Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
@@ -24,6 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 from prefect import Flow, tags
 from prefect.context import TagsContext
 from prefect.utilities.hashing import file_hash
+from pydantic import SecretStr
 
 from arcanos_flows.prefect import hooks
 
@@ -129,6 +131,33 @@ class ArcanosFlow(Flow[P, R]):
         original = inspect.unwrap(fn)
         if original.__module__ == "__main__":  # Prefect named the wrapper's file; the flow lives in the script
             self._entrypoint = f"{inspect.getfile(original)}:{original.__qualname__}"
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """The parameters as the API stores them, a parameter typed ``SecretStr`` masked even when given as a string.
+
+        Prefect masks a ``SecretStr`` value (``**********``); a caller passing a plain string to such a parameter
+        (as callers of the original module did) would otherwise show it in the UI and the API.
+
+        Examples:
+            >>> from pydantic import SecretStr
+            >>> @arcanos_flow(name="secret-parameter")
+            ... def guarded(token: SecretStr | None = None) -> None: ...
+            >>> guarded.serialize_parameters({"token": "ct-2026-secret"})
+            {'token': '**********'}
+        """
+        secret = self._secret_parameters()
+        masked = {
+            name: SecretStr(value) if name in secret and isinstance(value, str) else value
+            for name, value in parameters.items()
+        }
+        return super().serialize_parameters(masked)
+
+    def _secret_parameters(self) -> set[str]:
+        try:
+            hints = typing.get_type_hints(inspect.unwrap(self.fn))
+        except Exception:  # unresolvable annotations: nothing is known to be secret
+            return set()
+        return {name for name, hint in hints.items() if hint is SecretStr or SecretStr in typing.get_args(hint)}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the flow inside ``tags(*ARCANOS_TAGS)``: its flow run carries them, its task runs do not.

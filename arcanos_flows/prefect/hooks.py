@@ -36,7 +36,8 @@ from typing import Any, TypedDict
 
 from prefect import Flow, Task
 from prefect.client.schemas.objects import FlowRun, State, TaskRun
-from prefect.exceptions import FailedRun, UnfinishedRun
+from prefect.exceptions import FailedRun, MissingContextError, UnfinishedRun
+from prefect.logging import get_run_logger
 
 from arcanos_flows.core.errors import BudgetExceededError, ConfigurationError, IncidentClass, classify
 from arcanos_flows.core.pickling import keep_picklable
@@ -47,7 +48,9 @@ from arcanos_flows.prefect.events import emit_incident_event
 from arcanos_flows.prefect.runs import failed_state_exceptions, incident_id_for, run_context, state_exception
 
 __all__ = [
+    "SOURCES",
     "bind_notifier",
+    "delivery_of",
     "flow_on_cancellation",
     "flow_on_crashed",
     "flow_on_failure",
@@ -56,10 +59,22 @@ __all__ = [
 ]
 
 SOURCE = "arcanos_flows.hooks"
+"""The notifier's source; each incident names the hook that caught the failure (:data:`SOURCES`)."""
+SOURCES: dict[str, str] = {
+    "task": "arcanos_flows.hooks.task_on_failure",
+    IncidentClass.FLOW_FAILED.value: "arcanos_flows.hooks.flow_on_failure",
+    IncidentClass.BUDGET_EXCEEDED.value: "arcanos_flows.hooks.flow_on_failure",
+    IncidentClass.CRASHED.value: "arcanos_flows.hooks.flow_on_crashed",
+    IncidentClass.CANCELLED.value: "arcanos_flows.hooks.flow_on_cancellation",
+}
+"""The ``source`` of the incidents each hook sends: where the failure was caught (the client's own incidents, outside
+Prefect, say ``arcanos_flows.client``)."""
 logger = logging.getLogger("arcanos_flows.hooks")
 
 _lock = threading.Lock()
 _task_notifiers: dict[uuid.UUID, MaintenanceNotifier] = {}
+_deliveries: OrderedDict[uuid.UUID, str] = OrderedDict()
+"""How the hooks of this process delivered each incident they sent (:func:`delivery_of`)."""
 # Incidents the task hooks of this process delivered, by flow run: what stands in for the root cause when a flow fails
 # on a Prefect exception that carries no task's exception (see `_already_reported`). Bounded, since a long-lived
 # `serve` process sees many runs and only the most recent ones can still fail.
@@ -233,9 +248,11 @@ def _report_task_failure(task_run: TaskRun, state: State) -> None:
             {
                 **base.model_dump(),
                 "incident_id": incident_id_for(context.get("flow_run_id"), task_run.id, base.incident_class.value),
+                "source": SOURCES["task"],
                 "context": context,
             }
         )
+        notifier = notifier or environment_notifier()
         delivered = report(incident, notifier)
         if error is not None:
             # Whoever gets this exception next (the flow's hook, possibly in another process) sees it was reported.
@@ -244,8 +261,37 @@ def _report_task_failure(task_run: TaskRun, state: State) -> None:
             # that keeps the incident and leaves the exception's chain behind, whatever was imported since the client.
             keep_picklable(error)
         _remember_task_failure(delivered)
+        outcome = notifier.delivery_of(delivered)
+        with _lock:
+            _deliveries[delivered.incident_id] = outcome
+            while len(_deliveries) > 10 * _REMEMBERED_FLOW_RUNS:
+                _deliveries.popitem(last=False)
+        _log_delivery(task_run, delivered, outcome)
     except Exception:
         logger.exception("arcanos-flows could not report the failure of task run %s", getattr(task_run, "id", "?"))
+
+
+def delivery_of(incident_id: uuid.UUID | str | None) -> str | None:
+    """How this process's hooks delivered an incident (``delivered``, ``spooled``, ``stdout``), if they sent it.
+
+    Examples:
+        >>> delivery_of(None) is None
+        True
+    """
+    if incident_id is None:
+        return None
+    with _lock:
+        return _deliveries.get(uuid.UUID(str(incident_id)))
+
+
+def _log_delivery(task_run: TaskRun, incident: Incident, outcome: str) -> None:
+    """Say in the task run's own logs (its page in the UI) what became of its incident."""
+    message = "Incident %s (%s) %s"
+    arguments = (incident.incident_id, incident.incident_class, outcome)
+    try:
+        get_run_logger().log(logging.WARNING if outcome == "spooled" else logging.INFO, message, *arguments)
+    except MissingContextError:  # a hook called outside a run (a test, a user's own call)
+        logger.info(message + " for task run %s", *arguments, task_run.name)
 
 
 class _UpstreamFacts(TypedDict, total=False):
@@ -287,7 +333,7 @@ def _flow_incident(
         incident_class=incident_class,
         reason=reason,
         error_type=error_type,
-        source=SOURCE,
+        source=SOURCES.get(incident_class.value, SOURCE),
         context=context,
         **facts,
     )

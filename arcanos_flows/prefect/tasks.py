@@ -38,7 +38,6 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext, get_run_context
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
-from prefect.tasks import exponential_backoff
 
 from arcanos_flows.client import DEFAULT_OUTPUT_RETRIES, ArcanosPythonClient, AsyncArcanosClient
 from arcanos_flows.core.errors import (
@@ -188,10 +187,7 @@ def with_retries(step_task: Task[P, R], settings: ArcanosSettings) -> Task[P, R]
         >>> with_retries(run_reasoning, settings).retries, with_retries(arun_reasoning, settings).retries
         (1, 1)
     """
-    return step_task.with_options(
-        retries=settings.task_retries,
-        retry_delay_seconds=exponential_backoff(backoff_factor=settings.task_retry_delay),
-    )
+    return step_task.with_options(retries=settings.task_retries, retry_delay_seconds=settings.task_retry_delay)
 
 
 def with_cache(step_task: Task[P, R], *, expiration: timedelta | None = DEFAULT_STEP_CACHE_EXPIRATION) -> Task[P, R]:
@@ -455,33 +451,67 @@ class _Try:
             hooks.bind_notifier(self.task_run.id, notifier)
 
     def wait_left(self) -> float:
-        """Seconds this try still waits before its request: what the endpoint asked of the failed try before it."""
+        """Seconds this try still waits before its request, after the retry delay Prefect already waited.
+
+        The longer of two waits: what the endpoint asked of the failed try before it, and the rest of the exponential
+        backoff. Prefect's retry delay is the base delay, a plain number the UI can show (a list of delays shows as
+        ``NaN``); try ``k`` waits ``base x 2^(k-2)`` in all, so this try waits ``base x (2^(k-2) - 1)`` more.
+        """
         if self.task_run is None:
             return 0.0
         with _waits_lock:
             not_before = _not_before.pop(self.task_run.id, None)
-        left = 0.0 if not_before is None else not_before - time.monotonic()
+        asked = 0.0 if not_before is None else not_before - time.monotonic()
+        backoff = _backoff_rest(self.earlier)
+        left = max(asked, backoff)
         if left <= 0:
             return 0.0
-        get_run_logger().info(
-            "reasoning[%s] waits %.3f s more before trying again, as the endpoint asked", self.step, left
-        )
+        reason = "as the endpoint asked" if asked >= backoff else "exponential backoff"
+        get_run_logger().info("reasoning[%s] waits %.3f s more before trying again (%s)", self.step, left, reason)
         return left
 
     def failed(self, error: Exception) -> None:
-        """Count the earlier tries in the incident, and note the wait the answer asked for, if any."""
+        """Count the earlier tries, note the wait the answer asked for, and name the incident on the last try.
+
+        On the last try the error names the incident the task hook will send (``[incident <id> (<class>)]``), so the
+        failed task run's state message shows it.
+        """
         incident = attached_incident(error)
         if self.earlier and incident is not None and incident.attempts:
             attach_incident(error, incident.model_copy(update={"attempts": self.earlier + incident.attempts}))
         seconds = _wait_asked_by(error)
-        if seconds is None:
+        asked: _ServerWait | None = None
+        if seconds is not None:
+            cap = self.settings.max_retry_after
+            asked = _ServerWait(seconds, time.monotonic() + seconds, over_cap=seconds > cap)
+            with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__ cannot carry it
+                setattr(error, _SERVER_WAIT, asked)
+            if asked.over_cap:
+                _refuse_to_wait(error, asked, cap)
+        if self._last_try(error, asked):
+            self._name_incident(error)
+
+    def _last_try(self, error: Exception, asked: _ServerWait | None) -> bool:
+        task_context = TaskRunContext.get()
+        if self.task_run is None or task_context is None:
+            return False
+        retries = task_context.task.retries or 0
+        transient = classify(error).incident_class in TRANSIENT_CLASSES and not (asked is not None and asked.over_cap)
+        return not transient or self.task_run.run_count > retries
+
+    def _name_incident(self, error: Exception) -> None:
+        # The id is the one the task hook delivers under (deterministic: flow run, task run, class).
+        if self.task_run is None:
             return
-        cap = self.settings.max_retry_after
-        asked = _ServerWait(seconds, time.monotonic() + seconds, over_cap=seconds > cap)
-        with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__ cannot carry it
-            setattr(error, _SERVER_WAIT, asked)
-        if asked.over_cap:
-            _refuse_to_wait(error, asked, cap)
+        incident_class = classify(error).incident_class
+        incident_id = incident_id_for(self.task_run.flow_run_id, self.task_run.id, incident_class.value)
+        note = f"incident {incident_id} ({incident_class})"
+        if error.args and isinstance(error.args[0], str) and note not in error.args[0]:
+            error.args = (f"{error.args[0]} [{note}]", *error.args[1:])
+        message = getattr(error, "message", None)
+        if isinstance(message, str) and note not in message:
+            with contextlib.suppress(AttributeError, TypeError):
+                error.message = f"{message} [{note}]"  # type: ignore[attr-defined]
 
     def answered(self, result: ReasoningResult) -> ReasoningResult:
         if self.task_run is not None:
@@ -490,6 +520,16 @@ class _Try:
             result = result.model_copy(update={"attempts": self.earlier + result.attempts})
         _log_usage(result, self.step)
         return result
+
+
+def _backoff_rest(earlier: int) -> float:
+    """The part of the exponential backoff before try ``earlier + 1`` that Prefect's (base) retry delay did not wait."""
+    task_context = TaskRunContext.get()
+    base = getattr(task_context.task, "retry_delay_seconds", None) if task_context else None
+    if earlier < 2 or not isinstance(base, (int, float)) or isinstance(base, bool) or base <= 0:
+        return 0.0
+    rest: float = float(base) * (2 ** (earlier - 1) - 1)
+    return rest
 
 
 def _current_task_run() -> TaskRun | None:
@@ -551,7 +591,9 @@ async def _arun(call: str, step: str, credentials: ArcanosCredentials | None, **
 
 _STEP_OPTIONS: dict[str, Any] = {
     "retries": DEFAULT_TASK_RETRIES,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    # The base delay, a number (the UI shows a list of delays as NaN); the task waits the rest of the exponential
+    # backoff itself (`_Try.wait_left`): 2, 4, 8 s before tries 2, 3, 4.
+    "retry_delay_seconds": 2,
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_transient_failures,
     "on_failure": [hooks.task_on_failure],

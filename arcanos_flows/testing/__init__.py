@@ -5,7 +5,9 @@ so the code under test talks HTTP exactly as in production. They are also runnab
 ``python -m arcanos_flows.testing openai`` and ``python -m arcanos_flows.testing webhook``. The fake
 OpenAI server answers by arrival order (``script``) or by what a request asks (``reply_when``), can
 enforce a requests-per-minute limit (``requests_per_minute=``, ``--rpm``), and serves its counters
-at ``GET /_stats``.
+at ``GET /_stats``. It also keeps files and runs batches (``server.files``, ``server.batches``: a
+:class:`FileStore` and :class:`BatchControls` that scripts failed rows, other models, expiry and failed
+validation).
 
 Examples:
     >>> from arcanos_flows.testing import FakeOpenAIServer, Reply
@@ -15,7 +17,18 @@ Examples:
     True
 """
 
+from arcanos_flows.testing._batches import BatchControls
+from arcanos_flows.testing._files import FileStore, StoredFile
 from arcanos_flows.testing.openai_server import FakeOpenAIServer, RecordedRequest, Reply
 from arcanos_flows.testing.webhook_receiver import Delivery, WebhookReceiver
 
-__all__ = ["Delivery", "FakeOpenAIServer", "RecordedRequest", "Reply", "WebhookReceiver"]
+__all__ = [
+    "BatchControls",
+    "Delivery",
+    "FakeOpenAIServer",
+    "FileStore",
+    "RecordedRequest",
+    "Reply",
+    "StoredFile",
+    "WebhookReceiver",
+]

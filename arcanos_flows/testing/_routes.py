@@ -2,7 +2,7 @@
 
 An endpoint is a :class:`Route`: a method, a path pattern and a renderer that turns a :class:`Call`
 (the request, its number, the reply picked for it) into a status and a body. Each API module
-(``_chat``, ``_responses``, ``_models``) exports its ``ROUTES``; the server answers from their
+(``_chat``, ``_responses``, ``_models``, ``_files``, ``_batches``) exports its ``ROUTES``; the server answers from their
 concatenation (``openai_server._ROUTES``), so a new endpoint is a new module with its own ``ROUTES``.
 A raw-body or error :class:`~arcanos_flows.testing._replies.Reply` is answered here, the same way for
 every route; renderers only see successful replies that leave the body to them.

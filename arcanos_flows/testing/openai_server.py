@@ -1,4 +1,4 @@
-"""A fake OpenAI API on 127.0.0.1: Chat Completions, Responses and Models, with scripted failures.
+"""A fake OpenAI API on 127.0.0.1: Chat Completions, Responses, Models, Files and Batches, with scripted failures.
 
 Answers are deterministic (derived from the request; a compact JSON document matching the schema
 when a request asks for a ``json_schema`` format) and shaped like the real API's bodies, so the
@@ -11,10 +11,10 @@ and ``GET /_stats`` tells another process how many requests arrived and how they
 This module holds the server and its request handler; the rest lives in private modules beside it:
 ``_replies`` (:class:`Reply`, reply rules, :class:`RecordedRequest`), ``_routes`` (the endpoint table's
 :class:`~arcanos_flows.testing._routes.Route` and what every endpoint shares), one module per API
-(``_chat``, ``_responses``, ``_models``), ``_errors`` (error bodies), ``_limits`` (the rate limit),
-``_stats`` (the counters), ``_text`` (reading a request's messages) and ``_schema`` (structured output: a
-JSON answer matching the ``json_schema`` format a request asks for). A new endpoint is a module
-exporting ``ROUTES``, added to ``_ROUTES`` below.
+(``_chat``, ``_responses``, ``_models``, ``_files``, ``_batches``), ``_errors`` (error bodies), ``_limits``
+(the rate limit), ``_stats`` (the counters), ``_text`` (reading a request's messages) and ``_schema``
+(structured output: a JSON answer matching the ``json_schema`` format a request asks for). A new endpoint
+is a module exporting ``ROUTES``, added to ``_ROUTES`` below.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from arcanos_flows.testing import _chat, _models, _responses
+from arcanos_flows.testing import _batches, _chat, _files, _models, _responses
+from arcanos_flows.testing._batches import BatchControls
 from arcanos_flows.testing._errors import error_body
+from arcanos_flows.testing._files import FileStore
 from arcanos_flows.testing._http import BackgroundServer, QuietHandler, dump_json, parse_json
 from arcanos_flows.testing._limits import TokenBucket, rate_limited_body, retry_headers
 from arcanos_flows.testing._replies import RecordedRequest, Reply, ReplyRule
@@ -42,7 +44,7 @@ DEFAULT_MODEL = "gpt-5.1"
 STATS_PATH = "/_stats"
 """``GET`` answers the server's counters as JSON (:meth:`FakeOpenAIServer.stats`); ``DELETE`` resets them."""
 
-_ROUTES: tuple[Route, ...] = (*_chat.ROUTES, *_responses.ROUTES, *_models.ROUTES)
+_ROUTES: tuple[Route, ...] = (*_chat.ROUTES, *_responses.ROUTES, *_models.ROUTES, *_files.ROUTES, *_batches.ROUTES)
 """The endpoints the server answers, tried in order; any other request gets a 404."""
 
 
@@ -157,6 +159,12 @@ class FakeOpenAIServer(BackgroundServer):
     ``DELETE /_stats`` resets them) counts the requests received, completions, 429s of the rate
     limit, answers by status and requests by path; ``/_stats`` itself is not counted or recorded.
 
+    **Files and batches.** ``/v1/files`` and ``/v1/batches`` keep uploads and batches in memory; a batch
+    runs its rows as direct requests would be answered and completes ``batch_delay`` seconds after its
+    creation. :attr:`files` (a ``FileStore``) holds the files and :attr:`batches` (a ``BatchControls``)
+    sets the delay, counts the batches created and scripts failed rows, other models, expiry, stalls and
+    failed validation.
+
     Args:
         host: Interface to bind.
         port: Port to bind; 0 picks a free one.
@@ -164,6 +172,11 @@ class FakeOpenAIServer(BackgroundServer):
         model_override: Model that answers every completion instead of the requested one.
         requests_per_minute: Answer 429 beyond this many API requests per minute (``None``: no limit).
         burst: Requests the rate limit lets through at once (default: ``requests_per_minute / 60``).
+        batch_delay: Seconds from a batch's creation to its completion (``batches.delay``, settable).
+
+    Attributes:
+        files: The uploaded files and the batches' output files.
+        batches: The batches' settings, counters and scripts.
 
     Examples:
         >>> import json, urllib.request
@@ -190,8 +203,11 @@ class FakeOpenAIServer(BackgroundServer):
         model_override: str | None = None,
         requests_per_minute: float | None = None,
         burst: float | None = None,
+        batch_delay: float = _batches.DEFAULT_BATCH_DELAY,
     ) -> None:
         super().__init__(host=host, port=port)
+        self.files = FileStore()
+        self.batches = BatchControls(self.files, delay=batch_delay)
         self._lock = threading.Lock()
         self._latency = latency
         self._model_override = model_override
@@ -365,14 +381,16 @@ class FakeOpenAIServer(BackgroundServer):
         ]
 
     def clear(self) -> None:
-        """Forget recorded requests, pending scripted replies and :meth:`reply_when` rules.
+        """Forget recorded requests, pending scripted replies, :meth:`reply_when` rules, files and batches.
 
-        The default reply, the rate limit and the counters of :meth:`stats` stay.
+        The default reply, the rate limit and the counters of :meth:`stats` stay; files and batches go with
+        their scripts (``batches.clear()``).
         """
         with self._lock:
             self._requests.clear()
             self._script.clear()
             self._reply_rules.clear()
+        self.batches.clear()
 
     def _record(self, request: RecordedRequest) -> int:
         with self._lock:

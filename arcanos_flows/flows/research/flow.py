@@ -9,24 +9,26 @@ incident. Each run publishes a markdown report and a table of its steps as Prefe
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from prefect import Task
+from prefect.blocks.system import Secret
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, wait
 from prefect.logging import get_run_logger
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from pydantic import ImportString, TypeAdapter, ValidationError
+from pydantic import ImportString, SecretStr, TypeAdapter, ValidationError
 
 from arcanos_flows.client import output_spec
 from arcanos_flows.core.errors import BudgetExceededError, InvalidReasoningInput, classify
-from arcanos_flows.core.redaction import redact
+from arcanos_flows.core.redaction import redact, register_token
 from arcanos_flows.core.results import ReasoningResult, Usage
-from arcanos_flows.flows.research.artifacts import publish_research_artifacts
+from arcanos_flows.flows.research.artifacts import ResearchProgress, publish_research_artifacts
 from arcanos_flows.flows.research.inputs import (
     check_metadata_fits,
     request_metadata,
@@ -43,6 +45,7 @@ from arcanos_flows.incidents.model import attached_incident
 from arcanos_flows.prefect.budget import RunBudget
 from arcanos_flows.prefect.credentials import resolve_settings
 from arcanos_flows.prefect.decorator import arcanos_flow
+from arcanos_flows.prefect.hooks import delivery_of
 from arcanos_flows.prefect.runs import incident_id_for
 from arcanos_flows.prefect.tasks import run_reasoning, with_cache, with_retries
 
@@ -89,6 +92,11 @@ def _failed(
     incident = attached_incident(error)
     facts = classify(error)
     incident_class = incident.incident_class if incident is not None else facts.incident_class
+    incident_id = (
+        str(incident_id_for(flow_run_id, task_run_id, incident_class.value))
+        if task_run_id and state.is_failed()
+        else None
+    )
     return StepRecord(
         step=step,
         question=question,
@@ -98,11 +106,8 @@ def _failed(
         error_class=incident_class.value,
         error=redact(f"{type(error).__name__}: {error}")[:_ERROR_TEXT_LIMIT],
         # The task hook reported a Failed step under this id; a Crashed one gets no hook (the flow's reports it).
-        incident_id=(
-            str(incident_id_for(flow_run_id, task_run_id, incident_class.value))
-            if task_run_id and state.is_failed()
-            else None
-        ),
+        incident_id=incident_id,
+        incident_delivery=delivery_of(incident_id),
         task_run_id=str(task_run_id) if task_run_id else None,
     )
 
@@ -161,6 +166,7 @@ def _submit_bounded(
     calls: list[dict[str, Any]],
     max_parallel: int,
     budget: RunBudget,
+    on_done: Callable[[int, PrefectFuture[ReasoningResult]], None] | None = None,
 ) -> list[PrefectFuture[ReasoningResult]]:
     """Submit the calls, never more than ``max_parallel`` unfinished at once; return the futures in call order.
 
@@ -172,17 +178,20 @@ def _submit_bounded(
     slots = threading.BoundedSemaphore(max_parallel)
     futures: list[PrefectFuture[ReasoningResult]] = []
 
-    def finished(future: PrefectFuture[ReasoningResult]) -> None:
+    def finished(index: int, future: PrefectFuture[ReasoningResult]) -> None:
         try:
-            if budget.limited:
+            if budget.limited or on_done is not None:
                 future.wait(0)  # done: this sets the future's final state, without asking the API for it
+            if budget.limited:
                 state = future.state
                 if state.is_completed() and state.name != "Cached":
                     budget.record(state.result().usage)
+            if on_done is not None:
+                on_done(index, future)
         finally:  # counting must never keep a slot
             slots.release()
 
-    for parameters in calls:
+    for index, parameters in enumerate(calls):
         slots.acquire()
         if budget.exceeded:
             slots.release()
@@ -192,7 +201,7 @@ def _submit_bounded(
         except BaseException:
             slots.release()
             raise
-        future.add_done_callback(finished)
+        future.add_done_callback(functools.partial(finished, index))
         futures.append(future)
     return futures
 
@@ -205,6 +214,7 @@ def _investigate(
     metadata: dict[str, Any],
     max_parallel: int,
     budget: RunBudget,
+    progress: ResearchProgress,
 ) -> tuple[list[StepRecord], list[BaseException]]:
     # At most `max_parallel` investigations run at once. On the flow's own task runner when one was chosen (on a
     # DaskTaskRunner: on the cluster's workers), submitted as earlier ones finish; else on a thread pool of this
@@ -218,34 +228,41 @@ def _investigate(
         }
         for number, question in enumerate(questions, 1)
     ]
+    flow_context = FlowRunContext.get()
+    flow_run_id = str(flow_context.flow_run.id) if flow_context and flow_context.flow_run else None
+
+    def record_of(number: int, question: str, future: PrefectFuture[ReasoningResult]) -> StepRecord:
+        step = f"investigate-{number}"
+        if future.state.is_completed():
+            return _completed(step, question, future.result(), future.task_run_id, future.state)
+        return _failed(step, question, future.state, _error_of(future.state), future.task_run_id, flow_run_id)
+
+    def done(index: int, future: PrefectFuture[ReasoningResult]) -> None:
+        progress.finished(record_of(index + 1, questions[index], future))
+
     flow_runner = _chosen_task_runner()
     if flow_runner is not None:
         # Task.submit goes to the flow run's task runner (the one its context started), with Prefect's bookkeeping.
-        futures = _submit_bounded(lambda parameters: step_task.submit(**parameters), calls, max_parallel, budget)
+        futures = _submit_bounded(lambda parameters: step_task.submit(**parameters), calls, max_parallel, budget, done)
         wait(futures)
     else:
         pool: ThreadPoolTaskRunner[ReasoningResult] = ThreadPoolTaskRunner(max_workers=max_parallel)
         with pool as runner:
             futures = _submit_bounded(
-                lambda parameters: runner.submit(step_task, parameters), calls, max_parallel, budget
+                lambda parameters: runner.submit(step_task, parameters), calls, max_parallel, budget, done
             )
             wait(futures)
-    flow_context = FlowRunContext.get()
-    flow_run_id = str(flow_context.flow_run.id) if flow_context and flow_context.flow_run else None
     records: list[StepRecord] = []
     errors: list[BaseException] = []
     for number, question in enumerate(questions, 1):
-        step = f"investigate-{number}"
         if number > len(futures):
-            records.append(_skipped(step, question))
+            records.append(_skipped(f"investigate-{number}", question))
+            progress.finished(records[-1])
             continue
         future = futures[number - 1]
-        if future.state.is_completed():
-            records.append(_completed(step, question, future.result(), future.task_run_id, future.state))
-        else:
-            error = _error_of(future.state)
-            errors.append(error)
-            records.append(_failed(step, question, future.state, error, future.task_run_id, flow_run_id))
+        records.append(record_of(number, question, future))
+        if not future.state.is_completed():
+            errors.append(_error_of(future.state))
     return records, errors
 
 
@@ -261,12 +278,13 @@ def research_flow(
     topic: str,
     questions: list[str] | None = None,
     audit: dict[str, str] | None = None,
-    confirmation_token: str | None = None,
+    confirmation_token: SecretStr | None = None,
     max_parallel: int = 4,
     cache: bool = False,
     max_total_tokens: int | None = None,
     max_cost_usd: float | None = None,
     synthesis_type: str | None = None,
+    confirmation_token_secret: str | None = None,
 ) -> ResearchReport:
     """Research a topic on the enforced model: plan, investigate each question in parallel, synthesise.
 
@@ -275,8 +293,10 @@ def research_flow(
         questions: The questions to investigate; ``None`` lets the plan step propose up to
             :data:`MAX_PLANNED_QUESTIONS`, asked for as structured output (:class:`ResearchPlan`).
         audit: Audit metadata sent with every request of the run (shown as a parameter in the UI).
-        confirmation_token: Sent as ``confirmation_token`` in every request's metadata, over one in ``audit``
-            (default: ``ARCANOS_CONFIRMATION_TOKEN``).
+        confirmation_token: Sent in full as ``confirmation_token`` in every request's metadata, over one in ``audit``.
+            A secret: Prefect masks it in the UI and API (a plain string is accepted too), and arcanos-flows masks it
+            in incidents, events, artifacts and logs. A deployment's runs receive it masked, and refuse it: give them
+            ``confirmation_token_secret`` or ``ARCANOS_CONFIRMATION_TOKEN`` instead (the default when not given).
         max_parallel: How many investigations run at once: on a thread pool of this size, or, when the flow is given
             a task runner (``research_flow.with_options(task_runner=DaskTaskRunner(...))``), on that runner (on Dask:
             the cluster's workers), never more than this many at a time.
@@ -289,6 +309,8 @@ def research_flow(
             :class:`~arcanos_flows.errors.BudgetExceededError`, one ``budget_exceeded`` incident for the run.
         max_cost_usd: Cost budget in USD (default ``ARCANOS_RUN_MAX_COST_USD``; needs the ``ARCANOS_PRICE_*``
             prices), enforced the same way.
+        confirmation_token_secret: The name of a Prefect ``Secret`` block holding the confirmation token: how a
+            deployment's runs get it (the "Schedule research" how-to shows a ``prefect.yaml``).
         synthesis_type: The import path (``package.module.Model``) of a pydantic model the synthesis is asked for
             as structured output; the report's ``synthesis_output`` is then that model's instance.
 
@@ -316,13 +338,14 @@ def research_flow(
             )
             print(report.to_markdown())
     """
-    topic, given = validate_parameters(topic, questions, audit, confirmation_token, max_parallel)
+    token = _confirmation_token(confirmation_token, confirmation_token_secret)
+    topic, given = validate_parameters(topic, questions, audit, token, max_parallel)
     if not isinstance(cache, bool):
         raise InvalidReasoningInput("research_flow(cache=...): must be true or false")
     settings = resolve_settings()
     budget = RunBudget.from_settings(settings, max_total_tokens=max_total_tokens, max_cost_usd=max_cost_usd)
     synthesis_output_type = _synthesis_type(synthesis_type)
-    metadata = request_metadata(audit, confirmation_token)
+    metadata = request_metadata(audit, token)
     shown_audit = check_metadata_fits(metadata, settings.confirmation_token)
     logger = get_run_logger()
     step_task = with_retries(run_reasoning, settings)
@@ -330,76 +353,92 @@ def research_flow(
         step_task = with_cache(step_task, expiration=timedelta(seconds=settings.step_cache_expiration))
     flow_context = FlowRunContext.get()
     flow_run_id = str(flow_context.flow_run.id) if flow_context and flow_context.flow_run else None
-    report = ResearchReport(topic=topic, questions=list(given or []), audit=shown_audit, flow_run_id=flow_run_id)
+    report = ResearchReport(
+        topic=topic,
+        questions=list(given or []),
+        audit=shown_audit,
+        confirmation_token_sent=bool(metadata.get("confirmation_token") or settings.confirmation_token),
+        flow_run_id=flow_run_id,
+    )
     if budget.limited:
         report.budget = {"max_total_tokens": budget.max_total_tokens, "max_cost_usd": budget.max_cost_usd}
+    with ResearchProgress(report) as progress:
+        if given is not None:
+            progress.expect(2 + len(given))
 
-    plan_record, plan_error, plan_result = _run_step(
-        step_task,
-        "plan",
-        plan_messages(topic, given),
-        metadata,
-        flow_run_id,
-        budget,
-        output_type=ResearchPlan if given is None else None,
-    )
-    report.steps.append(plan_record)
-    if plan_error is not None:
-        _finish(report, logger, budget)
-        raise plan_error
-    plan = plan_record.content or ""
-    if given is None and plan_result is not None and isinstance(plan_result.output, ResearchPlan):
-        plan = plan_result.output.as_text()
-        report.questions = _distinct(plan_result.output.questions) or [topic]
-        if report.questions == [topic]:
-            logger.warning("The plan listed no questions; investigating the topic itself")
-    report.plan = plan
+        plan_record, plan_error, plan_result = _run_step(
+            step_task,
+            "plan",
+            plan_messages(topic, given),
+            metadata,
+            flow_run_id,
+            budget,
+            output_type=ResearchPlan if given is None else None,
+        )
+        report.steps.append(plan_record)
+        progress.finished(plan_record)
+        if plan_error is not None:
+            _finish(report, logger, budget, progress)
+            raise plan_error
+        plan = plan_record.content or ""
+        if given is None and plan_result is not None and isinstance(plan_result.output, ResearchPlan):
+            plan = plan_result.output.as_text()
+            report.questions = _distinct(plan_result.output.questions) or [topic]
+            if report.questions == [topic]:
+                logger.warning("The plan listed no questions; investigating the topic itself")
+        report.plan = plan
+        progress.expect(2 + len(report.questions))
 
-    investigations, errors = _investigate(step_task, topic, plan, report.questions, metadata, max_parallel, budget)
-    report.steps.extend(investigations)
-    started = [record for record in investigations if record.status != "skipped"]
+        investigations, errors = _investigate(
+            step_task, topic, plan, report.questions, metadata, max_parallel, budget, progress
+        )
+        report.steps.extend(investigations)
+        started = [record for record in investigations if record.status != "skipped"]
 
-    if errors and len(errors) == len(started):
-        _finish(report, logger, budget)
-        raise ResearchStepsFailed(
-            f"all {len(errors)} investigations failed; no synthesis was attempted "
-            f"(first: {investigations[0].error_class})",
-            report=report,
-            failed=len(errors),
-        ) from errors[0]
+        if errors and len(errors) == len(started):
+            _finish(report, logger, budget, progress)
+            raise ResearchStepsFailed(
+                f"all {len(errors)} investigations failed; no synthesis was attempted "
+                f"(first: {investigations[0].error_class})",
+                report=report,
+                failed=len(errors),
+            ) from errors[0]
 
-    findings = [(record.question or "", record.content if record.ok else None) for record in investigations]
-    synthesis_record, synthesis_error, synthesis_result = _run_step(
-        step_task,
-        "synthesis",
-        synthesis_messages(topic, plan, findings),
-        metadata,
-        flow_run_id,
-        budget,
-        output_type=synthesis_output_type,
-    )
-    report.steps.append(synthesis_record)
-    report.synthesis = synthesis_record.content
-    if synthesis_result is not None and synthesis_output_type is not None:
-        report.synthesis_output = synthesis_result.output
-    _finish(report, logger, budget)
-    if synthesis_error is not None:
-        raise synthesis_error
-    if report.skipped_steps:
-        _over_budget(report, budget)
-    if errors:
-        failed = [record for record in investigations if not record.ok]
-        names = ", ".join(f"{record.step}: {record.error_class}" for record in failed)
-        raise ResearchStepsFailed(
-            f"{len(failed)} of {len(investigations)} investigations failed ({names}); "
-            f"the synthesis used the {len(investigations) - len(failed)} that completed",
-            report=report,
-            failed=len(failed),
-        ) from errors[0]
-    return report
+        findings = [(record.question or "", record.content if record.ok else None) for record in investigations]
+        synthesis_record, synthesis_error, synthesis_result = _run_step(
+            step_task,
+            "synthesis",
+            synthesis_messages(topic, plan, findings),
+            metadata,
+            flow_run_id,
+            budget,
+            output_type=synthesis_output_type,
+        )
+        report.steps.append(synthesis_record)
+        progress.finished(synthesis_record)
+        report.synthesis = synthesis_record.content
+        if synthesis_result is not None and synthesis_output_type is not None:
+            report.synthesis_output = synthesis_result.output
+        _finish(report, logger, budget, progress)
+        if synthesis_error is not None:
+            raise synthesis_error
+        if report.skipped_steps:
+            _over_budget(report, budget)
+        if errors:
+            failed = [record for record in investigations if not record.ok]
+            names = ", ".join(f"{record.step}: {record.error_class}" for record in failed)
+            raise ResearchStepsFailed(
+                f"{len(failed)} of {len(investigations)} investigations failed ({names}); "
+                f"the synthesis used the {len(investigations) - len(failed)} that completed; incidents: "
+                + ", ".join(record.incident_id or "none" for record in failed),
+                report=report,
+                failed=len(failed),
+            ) from errors[0]
+        return report
 
 
-def _finish(report: ResearchReport, logger: Any, budget: RunBudget) -> None:
+def _finish(report: ResearchReport, logger: Any, budget: RunBudget, progress: ResearchProgress) -> None:
+    progress.close()
     report.usage = sum((step.usage for step in report.steps), Usage())
     if report.budget is not None:
         report.budget.update(
@@ -433,6 +472,45 @@ def _over_budget(report: ResearchReport, budget: RunBudget) -> None:
         exc.report = report  # type: ignore[attr-defined]
         raise
     raise BudgetExceededError(f"the run stopped on its budget: {skipped} were not started")  # pragma: no cover
+
+
+MASKED = "**********"
+"""What Prefect stores (and a deployment's worker receives) for a ``SecretStr`` parameter."""
+
+
+def _confirmation_token(given: SecretStr | str | None, secret_block: str | None) -> str | None:
+    """The run's confirmation token: the parameter (a secret, masked in the UI and API), else the named Secret block.
+
+    Raises:
+        InvalidReasoningInput: The token reached the run masked (a deployment run: Prefect stores ``SecretStr``
+            parameters as ``**********``), or both sources were given, or the block cannot be loaded.
+    """
+    token = given.get_secret_value() if isinstance(given, SecretStr) else given
+    if token is not None and secret_block is not None:
+        raise InvalidReasoningInput("research_flow: give confirmation_token or confirmation_token_secret, not both")
+    if token is not None and token.strip("*") == "" and token:
+        raise InvalidReasoningInput(
+            "research_flow(confirmation_token=...): the token reached this run masked ('**********'): Prefect stores "
+            "secret parameters masked, so a deployment's run never sees them. Give deployments the token through "
+            "confirmation_token_secret (the name of a Prefect Secret block) or ARCANOS_CONFIRMATION_TOKEN in the "
+            "work pool's environment"
+        )
+    if secret_block is not None:
+        if not isinstance(secret_block, str) or not secret_block.strip():
+            raise InvalidReasoningInput(
+                "research_flow(confirmation_token_secret=...): must name a Prefect Secret block"
+            )
+        try:
+            block = cast(Secret[Any], Secret.load(secret_block.strip()))  # sync code: the block, not a coroutine
+            loaded = block.get()
+        except (ValueError, TypeError) as exc:
+            raise InvalidReasoningInput(
+                f"research_flow(confirmation_token_secret={secret_block!r}): the Secret block could not be loaded "
+                f"({type(exc).__name__})"
+            ) from None
+        token = str(loaded)
+    register_token(token)
+    return token
 
 
 def _distinct(questions: list[str]) -> list[str]:

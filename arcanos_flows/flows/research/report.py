@@ -30,6 +30,8 @@ class StepRecord(BaseModel):
         error_class: The incident class of a failure (``authentication``, ``rate_limit``...).
         error: The failure's redacted message.
         incident_id: The incident the task hook reported for the failure.
+        incident_delivery: What became of it: ``delivered``, ``spooled`` or ``stdout`` (``None`` when another process
+            reported it, e.g. a Dask worker).
         task_run_id: The Prefect task run of the step.
     """
 
@@ -45,6 +47,7 @@ class StepRecord(BaseModel):
     error_class: str | None = None
     error: str | None = None
     incident_id: str | None = None
+    incident_delivery: str | None = None
     task_run_id: str | None = None
 
     @property
@@ -60,6 +63,7 @@ class ResearchReport(BaseModel):
         topic: The researched topic.
         questions: The questions investigated (given, or parsed from the plan).
         audit: The run's audit metadata (the confirmation token is not repeated here).
+        confirmation_token_sent: Whether the requests carried a confirmation token (shown masked in the report).
         plan: The plan step's answer.
         steps: Every step: ``plan``, ``investigate-1``..., ``synthesis``.
         synthesis: The synthesis; ``None`` when it could not run.
@@ -73,6 +77,7 @@ class ResearchReport(BaseModel):
     topic: str
     questions: list[str] = Field(default_factory=list)
     audit: dict[str, str] = Field(default_factory=dict)
+    confirmation_token_sent: bool = False
     plan: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     synthesis: str | None = None
@@ -121,6 +126,13 @@ class ResearchReport(BaseModel):
             state = "**spent**" if self.budget.get("exceeded") else "within"
             lines[-1] += "  "
             lines.append(f"**Budget:** {', '.join(limits)}: {state}")
+        models = sorted({step.model for step in self.steps if step.model})
+        lines[-1] += "  "
+        lines.append(f"**Model:** {', '.join(f'`{model}`' for model in models) or '_none answered_'}  ")
+        audit = [f"{_one_line(key)} `{_one_line(value)}`" for key, value in sorted(self.audit.items())]
+        if self.confirmation_token_sent:
+            audit.append("confirmation_token `**********`")
+        lines.append(f"**Audit:** {' · '.join(_cell(item) for item in audit) or '_none_'}")
         if self.flow_run_id:
             lines.append(f"  \n**Flow run:** `{self.flow_run_id}`")
         lines += ["", "## Synthesis", "", self.synthesis if self.synthesis is not None else "_No synthesis._"]
@@ -131,24 +143,22 @@ class ResearchReport(BaseModel):
             "",
             "## Steps",
             "",
-            "| Step | Status | Model | Input | Cached | Output | Reasoning | Cost | Latency (ms) | Request id "
-            "| Attempts |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+            "| Step | Status | Input | Cached | Output | Reasoning | Cost | ms | Tries | Request id |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for step in self.steps:
             status_cell = step.status if step.status != "failed" else f"**failed** ({step.error_class})"
             cells = [
                 step.step,
                 status_cell,
-                step.model or "",
                 str(step.usage.input_tokens),
                 str(step.usage.cached_tokens),
                 str(step.usage.output_tokens),
                 str(step.usage.reasoning_tokens),
                 "" if step.status in ("skipped", "cached") else format_cost(step.usage.cost_usd, empty=""),
                 "" if step.latency_ms is None else str(round(step.latency_ms)),
-                step.request_id or "",
                 "" if step.attempts is None else str(step.attempts),
+                step.request_id or "",
             ]
             lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
         lines += ["", "## Findings"]
@@ -160,7 +170,8 @@ class ResearchReport(BaseModel):
             elif step.status == "skipped":
                 lines.append("_Not started: the run had spent its budget._")
             else:
-                incident = f" (incident `{step.incident_id}`)" if step.incident_id else ""
+                delivery = f", {step.incident_delivery}" if step.incident_delivery else ""
+                incident = f" (incident `{step.incident_id}`{delivery})" if step.incident_id else ""
                 lines.append(f"**Failed** with `{step.error_class}`{incident}: {step.error or ''}")
         return "\n".join(lines) + "\n"
 
