@@ -14,8 +14,11 @@ from arcanos_flows._version import __version__
 
 if TYPE_CHECKING:
     from arcanos_flows.client import ArcanosPythonClient, AsyncArcanosClient
+    from arcanos_flows.client.batch import BatchStep
+    from arcanos_flows.client.batch_client import BatchClient
     from arcanos_flows.core.errors import (
         ArcanosError,
+        BatchError,
         ConfigurationError,
         EmptyCompletionError,
         IncidentClass,
@@ -33,7 +36,10 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "ArcanosPythonClient": "arcanos_flows.client",
     "AsyncArcanosClient": "arcanos_flows.client",
+    "BatchClient": "arcanos_flows.client.batch_client",
+    "BatchStep": "arcanos_flows.client.batch",
     "ArcanosError": "arcanos_flows.core.errors",
+    "BatchError": "arcanos_flows.core.errors",
     "ConfigurationError": "arcanos_flows.core.errors",
     "EmptyCompletionError": "arcanos_flows.core.errors",
     "IncidentClass": "arcanos_flows.core.errors",
@@ -56,6 +62,9 @@ __all__ = [
     "ArcanosPythonClient",
     "ArcanosSettings",
     "AsyncArcanosClient",
+    "BatchClient",
+    "BatchError",
+    "BatchStep",
     "ConfigurationError",
     "EmptyCompletionError",
     "FlushReport",

@@ -449,3 +449,27 @@ def test_run_research_lines_include_the_steps_a_spent_budget_skipped(cli: Run, e
         for step in ("investigate-1", "investigate-2", "synthesis")
     ]
     assert "skipped (budget)" in done.stdout  # the usage table below the report
+
+
+@pytest.mark.slow
+def test_run_research_batch_sends_the_investigations_as_one_batch(
+    cli: Run, env: dict[str, str], openai_server: FakeOpenAIServer, receiver: WebhookReceiver
+) -> None:
+    """`run research --batch`: the plan and the synthesis direct, the investigations as one batch the report names."""
+    openai_server.batches.delay = 0.5
+    done = cli("run", "research", "--topic", "Layers", "-q", "Which layers exist?", "-q", "Who confirms?",
+               "--batch", "--batch-poll-interval", "0.2", "--json", env=env, timeout=240)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    *steps, summary = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(step["step"] for step in steps) == ["investigate-1", "investigate-2", "plan", "synthesis"]
+    assert all(step["status"] == "completed" for step in steps)
+    report = summary["report"]
+    assert report["mode"] == "batch"
+    assert report["batch"]["batch_id"] == "batch_1"
+    assert report["batch"]["status"] == "completed"
+    assert [entry["status"] for entry in report["batch"]["status_history"]][-1] == "completed"
+    by_step = {step["step"]: step for step in report["steps"]}
+    assert by_step["investigate-2"]["request_id"] == "req_batch_1_2"
+    assert openai_server.batches.created == 1
+    assert len(openai_server.completion_requests) == 2
+    assert receiver.incidents == []

@@ -42,6 +42,7 @@ DOCUMENTED_FIELDS = {
     "schema_version",
     "incident_id",
     "incident_class",
+    "severity",
     "reason",
     "error_type",
     "occurred_at",
@@ -102,6 +103,7 @@ def test_incident_of_a_failed_call_has_every_documented_field(
     assert incident["schema_version"] == INCIDENT_SCHEMA_VERSION == 1
     assert uuid.UUID(incident["incident_id"]).version == 4
     assert incident["incident_class"] == "upstream_error"
+    assert incident["severity"] == "error"
     assert isinstance(incident["reason"], str)
     assert incident["reason"]
     assert incident["error_type"] == "openai.InternalServerError"

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "StepReporter",
+    "is_batch",
     "record_event",
     "record_line",
     "status_of",
@@ -212,14 +213,26 @@ def record_line(record: StepRecord) -> str:
     return line
 
 
+def is_batch(step: StepView) -> bool:
+    """Whether a tracked task run is a batch of steps (``reasoning-batch[investigations]``), not a step.
+
+    Examples:
+        >>> is_batch(StepView("reasoning-batch[investigations]")), is_batch(StepView("reasoning[plan]"))
+        (True, False)
+    """
+    return step.name.startswith("reasoning-batch[")
+
+
 def unreported(report: ResearchReport | None, steps: Iterable[StepView]) -> list[StepRecord]:
     """The steps of the report that no line or object was given for while the run ran, in the report's order.
 
-    A step of the report was reported when a tracked step with its task run (or, without one, its name) was.
+    A step of the report was reported when a tracked step with its task run (or, without one, its name) was. The
+    task run of a batch (``reasoning-batch[...]``) holds several steps and is never one itself: its steps are reported
+    from the report.
     """
     if report is None:
         return []
-    seen = [step for step in steps if step.reported]
+    seen = [step for step in steps if step.reported and not is_batch(step)]
     task_run_ids = {step.task_run_id for step in seen if step.task_run_id}
     names = {step_name(step.name) for step in seen}
     return [
@@ -250,7 +263,9 @@ class StepReporter:
         self.as_json = as_json
 
     def on_step(self, step: StepView) -> None:
-        """Report a step that just finished (called from the thread that ran it)."""
+        """Report a step that just finished (called from the thread that ran it); a batch's steps come at the end."""
+        if is_batch(step):
+            return
         self._emit(json.dumps(step_event(step)) if self.as_json else step_line(step))
 
     def finish(self, report: ResearchReport | None, steps: Iterable[StepView]) -> None:

@@ -48,6 +48,18 @@ def run_research(
     show_logs: Annotated[
         bool, typer.Option("--show-logs", help="Also print Prefect's own run logs on stderr.")
     ] = False,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="Run the investigations as one OpenAI Batch API batch (half the price, up to 24 h); the plan and "
+            "the synthesis stay direct. The report shows the batch id and its status history.",
+        ),
+    ] = False,
+    batch_poll_interval: Annotated[
+        float,
+        typer.Option("--batch-poll-interval", min=0.01, help="With --batch: the longest wait between two polls (s)."),
+    ] = 60.0,
 ) -> None:
     """Run the research flow now (plan, parallel investigations, synthesis) and print its report.
 
@@ -90,6 +102,8 @@ def run_research(
         audit=audit or None,
         confirmation_token=confirmation_token,
         max_parallel=max_parallel,
+        mode="batch" if batch else "direct",
+        batch_poll_interval=batch_poll_interval,
         show_logs=show_logs,
         live=not as_json,
         on_step=reporter.on_step if as_json else None,

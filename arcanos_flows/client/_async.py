@@ -64,7 +64,8 @@ class AsyncArcanosClient(ClientCore):
 
     def __init__(self, settings: ArcanosSettings | None = None, *, notifier: MaintenanceNotifier | None = None) -> None:
         super().__init__(settings, notifier=notifier)
-        self._openai = openai.AsyncOpenAI(
+        factory = openai.AsyncAzureOpenAI if self._azure_sdk else openai.AsyncOpenAI
+        self._openai: openai.AsyncOpenAI = factory(
             **self._sdk_options(),
             http_client=openai.DefaultAsyncHttpxClient(
                 verify=tls_context(), event_hooks=async_event_hooks(self.rate_limiter)
@@ -192,6 +193,10 @@ class AsyncArcanosClient(ClientCore):
                 raw = await self._openai.responses.with_raw_response.create(**request.body, **request.options)
             result = self._result(request, raw, started)
             span.answered(result)
+        warning = self._fallback_warning(request, result)
+        if warning is not None:
+            # Delivered in a worker thread, as failures are: the notifier blocks.
+            await asyncio.to_thread(self._warn, warning)
         return result
 
     async def _report(self, error: Exception, call: Call) -> None:

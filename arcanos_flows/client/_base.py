@@ -18,17 +18,24 @@ from typing import Any, Protocol
 
 import httpx2
 
+from arcanos_flows.client._gateway import (
+    attach_route,
+    attached_route,
+    read_route,
+    route_context,
+    sdk_client,
+    verified_name,
+)
 from arcanos_flows.client._scrub import scrub
-from arcanos_flows.core.errors import ConfigurationError, InvalidReasoningInput, ModelEnforcementError
+from arcanos_flows.core.errors import ConfigurationError, IncidentClass, InvalidReasoningInput, ModelEnforcementError
 from arcanos_flows.core.messages import check_messages, check_options, fingerprint
 from arcanos_flows.core.metadata import MetadataValue, build_metadata
 from arcanos_flows.core.pickling import keep_picklable
 from arcanos_flows.core.ratelimit import shared_limiter
 from arcanos_flows.core.redaction import redact, redact_logs, register_token
-from arcanos_flows.core.results import ReasoningResult
+from arcanos_flows.core.results import GatewayRoute, ReasoningResult
 from arcanos_flows.core.settings import ArcanosSettings
 from arcanos_flows.core.upstream import (
-    IDENTITY_ENCODING,
     Api,
     Exchange,
     read_chat,
@@ -160,18 +167,18 @@ class ClientCore:
         self.notifier = notifier if notifier is not None else MaintenanceNotifier(self.settings, source=SOURCE)
         redact_logs(*_UPSTREAM_LOGGERS)
         self.model = self.settings.fine_tuned_model
+        self.requested_model = self.settings.requested_model
         self.pricing = self.settings.pricing
         self.rate_limiter = shared_limiter(self.settings)
 
     def _sdk_options(self) -> dict[str, Any]:
-        """The SDK client's options but its ``http_client``."""
-        return {
-            "api_key": self.settings.openai_api_key.get_secret_value(),
-            "base_url": self.settings.openai_base_url,
-            "timeout": self.settings.request_timeout,
-            "max_retries": self.settings.max_retries,
-            "default_headers": dict(IDENTITY_ENCODING),
-        }
+        """The SDK client's options but its ``http_client`` (see :attr:`_azure_sdk` for which client)."""
+        return sdk_client(self.settings)[1]
+
+    @property
+    def _azure_sdk(self) -> bool:
+        """Whether the SDK's Azure client is built (``ARCANOS_GATEWAY=azure`` with an api-version)."""
+        return sdk_client(self.settings)[0] == "azure"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, api={self.settings.openai_api!r})"
@@ -210,7 +217,7 @@ class ClientCore:
         api = self.settings.openai_api
         body = request_body(
             api,
-            model=self.model,
+            model=self.requested_model,
             messages=checked,
             metadata=call.metadata if self.settings.store else None,
             reasoning_effort=reasoning_effort,
@@ -223,24 +230,20 @@ class ClientCore:
         """Read what came back into a result; another model answering is the first thing refused."""
         latency_ms = (time.perf_counter() - started) * 1000
         http = raw.http_response
+        route = read_route(http.headers, self.settings)
         exchange = Exchange(request_id_of(http.headers), http.status_code, raw.retries_taken + 1)
-        reader = read_chat if request.api == "chat" else read_responses
-        answered_model, outcome = reader(http.content, http.headers.get("content-type", ""), exchange)
-        if not model_matches(self.model, answered_model):
-            raise ModelEnforcementError(
-                f"{self.model} was requested but {answered_model} answered (request {exchange.request_id}); "
-                "arcanos-flows never accepts another model",
-                expected_model=self.model,
-                actual_model=answered_model,
-                request_id=exchange.request_id,
-                http_status=exchange.http_status,
-                attempts=exchange.attempts,
-            )
-        if isinstance(outcome, Exception):
-            raise outcome
+        try:
+            reader = read_chat if request.api == "chat" else read_responses
+            answered_model, outcome = reader(http.content, http.headers.get("content-type", ""), exchange)
+            model = self._verified(answered_model, route, exchange)
+            if isinstance(outcome, Exception):
+                raise outcome
+        except Exception as exc:
+            attach_route(exc, route)  # the gateway's call id and what it reported go into the incident
+            raise
         return ReasoningResult(
             content=outcome.content,
-            model=outcome.model,
+            model=model,
             response_id=redact(outcome.response_id),
             request_id=exchange.request_id,
             finish_reason=outcome.finish_reason,
@@ -250,7 +253,88 @@ class ClientCore:
             latency_ms=round(latency_ms, 3),
             attempts=exchange.attempts,
             api=request.api,
+            gateway=route,
         )
+
+    def _verified(self, answered_model: str, route: GatewayRoute | None, exchange: Exchange) -> str:
+        """The model that answered, checked: the body's, or what LiteLLM reports (the body names the alias there)."""
+        facts: dict[str, Any] = {
+            "expected_model": self.model,
+            "request_id": exchange.request_id,
+            "http_status": exchange.http_status,
+            "attempts": exchange.attempts,
+        }
+        asked = f"{self.model} was requested" + (
+            f" as {self.requested_model}" if self.requested_model != self.model else ""
+        )
+        if route is not None and route.gateway == "litellm" and route.reported_model is not None:
+            model = verified_name(route.reported_model, self.model)
+            if model_matches(self.model, model):
+                return model
+            if route.fallbacks:
+                raise ModelEnforcementError(
+                    f"{asked} but a fallback answered: LiteLLM fell back {route.fallbacks} time(s) to model group "
+                    f"{route.model_group or 'unknown'}, deployment {route.deployment or 'unknown'}, which reports "
+                    f"{route.reported_model} (x-litellm-model-name; request {exchange.request_id}); arcanos-flows "
+                    "never accepts another model: fix the router's fallbacks of that group",
+                    actual_model=model,
+                    **facts,
+                )
+            raise ModelEnforcementError(
+                f"{asked} but LiteLLM reports {route.reported_model} answered (x-litellm-model-name, deployment "
+                f"{route.deployment or 'unknown'}; request {exchange.request_id}); arcanos-flows never accepts "
+                "another model: point the alias at the enforced model in the proxy's model_list",
+                actual_model=model,
+                **facts,
+            )
+        if self.settings.gateway == "litellm":
+            raise ModelEnforcementError(
+                f"{asked} with ARCANOS_GATEWAY=litellm, but the answer carries no x-litellm-model-name header: "
+                f"which model answered cannot be verified (request {exchange.request_id}); point OPENAI_BASE_URL "
+                "at the LiteLLM proxy, or set ARCANOS_GATEWAY=none for an endpoint that keeps the answer's model",
+                actual_model=answered_model,
+                **facts,
+            )
+        if not model_matches(self.model, answered_model):
+            through = f" (Azure deployment {self.requested_model})" if self.settings.gateway == "azure" else ""
+            raise ModelEnforcementError(
+                f"{self.model} was requested{through} but {answered_model} answered (request {exchange.request_id}); "
+                "arcanos-flows never accepts another model",
+                actual_model=answered_model,
+                **facts,
+            )
+        return answered_model
+
+    def _fallback_warning(self, request: PreparedRequest, result: ReasoningResult) -> Incident | None:
+        """The warning a gateway fallback that the enforced model answered amounts to; ``None`` without one."""
+        route = result.gateway
+        if route is None or not route.fallbacks:
+            return None
+        return Incident(
+            incident_class=IncidentClass.GATEWAY_FALLBACK,
+            severity="warning",
+            reason=(
+                f"LiteLLM fell back {route.fallbacks} time(s) for {route.requested_model}: model group "
+                f"{route.model_group or 'unknown'}, deployment {route.deployment or 'unknown'} answered with the "
+                f"enforced model {result.model} (request {result.request_id}); the call succeeded, but the primary "
+                "deployment failed and needs attention"
+            ),
+            error_type=f"{SOURCE}.gateway_fallback",
+            source=SOURCE,
+            model=self.model,
+            metadata=request.metadata,
+            request_id=result.request_id,
+            http_status=200,
+            attempts=result.attempts,
+            context={"api": request.api, "gateway": route_context(route)},
+        )
+
+    def _warn(self, incident: Incident) -> None:
+        """Deliver a warning incident (blocking); never raises: the call it is about succeeded."""
+        try:
+            self.notifier.notify(incident)
+        except Exception as problem:
+            logger.error("Could not report a %s warning: %s", incident.incident_class.value, redact(str(problem)))
 
     def _failed(self, error: Exception, call: Call) -> Incident | None:
         """Scrub the exception and attach its incident; return the incident when it is to be delivered.
@@ -281,6 +365,9 @@ class ClientCore:
     def _incident(self, error: Exception, call: Call) -> Incident:
         count, digest = fingerprint(call.messages)
         context: dict[str, Any] = {"api": self.settings.openai_api}
+        route = attached_route(error)
+        if route is not None:
+            context["gateway"] = route_context(route)
         if self.settings.incident_include_prompt and call.messages is not None:
             # Opted in: the (redacted, bounded) messages help whoever debugs the failure. Only messages
             # that passed the input contract are shown; malformed ones are described by the reason.

@@ -59,7 +59,8 @@ class ArcanosPythonClient(ClientCore):
 
     def __init__(self, settings: ArcanosSettings | None = None, *, notifier: MaintenanceNotifier | None = None) -> None:
         super().__init__(settings, notifier=notifier)
-        self._openai = openai.OpenAI(
+        factory = openai.AzureOpenAI if self._azure_sdk else openai.OpenAI
+        self._openai: openai.OpenAI = factory(
             **self._sdk_options(),
             http_client=openai.DefaultHttpxClient(verify=tls_context(), event_hooks=event_hooks(self.rate_limiter)),
         )
@@ -193,6 +194,9 @@ class ArcanosPythonClient(ClientCore):
                 raw = self._openai.responses.with_raw_response.create(**request.body, **request.options)
             result = self._result(request, raw, started)
             span.answered(result)
+        warning = self._fallback_warning(request, result)
+        if warning is not None:
+            self._warn(warning)
         return result
 
     def _report(self, error: Exception, call: Call) -> None:

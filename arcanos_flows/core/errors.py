@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 __all__ = [
     "TRANSIENT_CLASSES",
     "ArcanosError",
+    "BatchError",
+    "BatchRowError",
+    "BatchTimeoutError",
     "BudgetExceededError",
     "Classification",
     "ConfigurationError",
@@ -51,6 +54,7 @@ class IncidentClass(str, Enum):
     BAD_REQUEST = "bad_request"
     NOT_FOUND = "not_found"
     MODEL_ENFORCEMENT = "model_enforcement"
+    GATEWAY_FALLBACK = "gateway_fallback"
     EMPTY_COMPLETION = "empty_completion"
     INCOMPLETE_COMPLETION = "incomplete_completion"
     REFUSAL = "refusal"
@@ -58,6 +62,10 @@ class IncidentClass(str, Enum):
     INVALID_INPUT = "invalid_input"
     INVALID_OUTPUT = "invalid_output"
     BUDGET_EXCEEDED = "budget_exceeded"
+    BATCH_FAILED = "batch_failed"
+    BATCH_EXPIRED = "batch_expired"
+    BATCH_CANCELLED = "batch_cancelled"
+    BATCH_TIMEOUT = "batch_timeout"
     UNKNOWN = "unknown"
     # Reported by the Prefect layer (hooks, automation relay, explicit notifications).
     FLOW_FAILED = "flow_failed"
@@ -92,6 +100,8 @@ _MEANINGS: dict[IncidentClass, str] = {
     IncidentClass.BAD_REQUEST: "the endpoint refused the request as malformed (400, 422)",
     IncidentClass.NOT_FOUND: "the model or the endpoint does not exist (404)",
     IncidentClass.MODEL_ENFORCEMENT: "a model other than `ARCANOS_FINE_TUNED_MODEL` answered",
+    IncidentClass.GATEWAY_FALLBACK: "a warning: the gateway's primary deployment failed and a fallback deployment "
+    "of the enforced model answered; the call succeeded",
     IncidentClass.EMPTY_COMPLETION: "an answer with no choices or empty content",
     IncidentClass.INCOMPLETE_COMPLETION: "the answer was cut at the token budget",
     IncidentClass.REFUSAL: "the model refused to answer",
@@ -99,6 +109,13 @@ _MEANINGS: dict[IncidentClass, str] = {
     IncidentClass.INVALID_INPUT: "the caller's messages, options or metadata are invalid; raised before any request",
     IncidentClass.INVALID_OUTPUT: "the answer did not validate against the requested `output_type`, after the re-asks",
     IncidentClass.BUDGET_EXCEEDED: "a run spent its token or cost budget; no further request was sent",
+    IncidentClass.BATCH_FAILED: "a Batch API batch failed as a whole: its input file was refused, or it ended "
+    "`failed` (validation errors in the input)",
+    IncidentClass.BATCH_EXPIRED: "rows of a batch that did not run within its 24 h completion window (reported once "
+    "per batch, with their count and custom ids)",
+    IncidentClass.BATCH_CANCELLED: "rows of a batch that did not run because the batch was cancelled",
+    IncidentClass.BATCH_TIMEOUT: "a batch was still running when the task's polling limit ran out; it is left "
+    "running, and a rerun re-attaches to it",
     IncidentClass.UNKNOWN: "a failure no other class describes",
     IncidentClass.FLOW_FAILED: "a flow run failed for a reason no step reported",
     IncidentClass.CRASHED: "a flow run's process died (killed, out of memory) before it could finish",
@@ -304,6 +321,77 @@ class InvalidOutputError(ArcanosError):
         self.output_type = output_type
         self.problem = problem
         self.usage_tokens = usage_tokens
+
+
+class BatchError(ArcanosError):
+    """A Batch API batch failed as a whole: its input was refused at upload or creation, or it ended ``failed``.
+
+    Attributes:
+        batch_id: The batch's id (``None`` when it was never created).
+        status: The batch's last status (``failed``, ...), when it was created.
+
+    Examples:
+        >>> error = BatchError("batch batch_1 failed: line 3: missing custom_id", batch_id="batch_1", status="failed")
+        >>> error.incident_class.value, error.batch_id
+        ('batch_failed', 'batch_1')
+    """
+
+    incident_class = IncidentClass.BATCH_FAILED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        batch_id: str | None = None,
+        status: str | None = None,
+        request_id: str | None = None,
+        http_status: int | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message, request_id=request_id, http_status=http_status, attempts=attempts)
+        self.batch_id = batch_id
+        self.status = status
+
+
+class BatchTimeoutError(BatchError):
+    """The batch was still running when the task's polling limit ran out; it keeps running, and a rerun re-attaches.
+
+    Examples:
+        >>> BatchTimeoutError("still in_progress after 3600 s", batch_id="batch_1").incident_class.value
+        'batch_timeout'
+    """
+
+    incident_class = IncidentClass.BATCH_TIMEOUT
+
+
+class BatchRowError(ArcanosError):
+    """Why one row of a batch failed, classed as the same failure of a direct request would be.
+
+    Rows are not raised one by one: a batch's failed rows are reported as one incident per class.
+
+    Attributes:
+        custom_id: The row's ``custom_id`` (the step).
+        incident_class: The row's class: ``model_enforcement``, ``refusal``, ``rate_limit``, ``batch_expired``, ...
+
+    Examples:
+        >>> row = BatchRowError("not run", custom_id="step-2", incident_class=IncidentClass.BATCH_EXPIRED)
+        >>> row.incident_class.value, row.custom_id
+        ('batch_expired', 'step-2')
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        custom_id: str,
+        incident_class: IncidentClass,
+        request_id: str | None = None,
+        http_status: int | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message, request_id=request_id, http_status=http_status, attempts=attempts)
+        self.custom_id = custom_id
+        self.incident_class = incident_class  # type: ignore[misc]  # per row, unlike the other classes
 
 
 class BudgetExceededError(ArcanosError):

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, 
 from arcanos_flows.core.pricing import Pricing
 from arcanos_flows.core.redaction import redact_data
 
-__all__ = ["ReasoningResult", "Usage", "output_type_name", "register_output_type"]
+__all__ = ["GatewayRoute", "ReasoningResult", "Usage", "output_type_name", "register_output_type"]
 
 
 class Usage(BaseModel):
@@ -75,6 +75,37 @@ class Usage(BaseModel):
         return self if other == 0 else self + other  # type: ignore[operator]
 
 
+class GatewayRoute(BaseModel):
+    """How a gateway in front of OpenAI routed one call (``ARCANOS_GATEWAY``): what it was asked, what it reports.
+
+    Attributes:
+        gateway: ``litellm`` or ``azure``.
+        requested_model: The name the request carried (``ARCANOS_GATEWAY_MODEL``: alias or Azure deployment).
+        reported_model: What the gateway reports answered, as sent (LiteLLM's ``x-litellm-model-name``,
+            e.g. ``openai/ft:...``); the verified model is the result's ``model``.
+        model_group: The group that answered (LiteLLM's ``x-litellm-model-group``; after a fallback, the fallback's).
+        deployment: The deployment that answered (LiteLLM's ``x-litellm-model-id``; the Azure deployment name).
+        fallbacks: Fallbacks the gateway attempted before this answer (``x-litellm-attempted-fallbacks``); more
+            than 0 means the primary deployment failed.
+        call_id: The gateway's id of the call (``x-litellm-call-id``), to find it in the gateway's logs.
+
+    Examples:
+        >>> route = GatewayRoute(gateway="litellm", requested_model="arcanos", fallbacks=1, deployment="backup")
+        >>> route.fallbacks, route.deployment
+        (1, 'backup')
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    gateway: Literal["litellm", "azure"]
+    requested_model: str
+    reported_model: str | None = None
+    model_group: str | None = None
+    deployment: str | None = None
+    fallbacks: int = 0
+    call_id: str | None = None
+
+
 class ReasoningResult(BaseModel):
     """The answer of the enforced model to one reasoning call.
 
@@ -82,9 +113,11 @@ class ReasoningResult(BaseModel):
 
     Attributes:
         content: The model's answer text.
-        model: The model that answered (checked against ``ARCANOS_FINE_TUNED_MODEL``).
+        model: The model that answered (checked against ``ARCANOS_FINE_TUNED_MODEL``); behind a gateway, the model
+            it reports answered (never the alias the request carried).
         response_id: The completion's id (``chatcmpl-...`` or ``resp_...``).
-        request_id: The upstream ``x-request-id``, for support tickets.
+        request_id: The upstream ``x-request-id`` (behind LiteLLM, the upstream's, ``llm_provider-x-request-id``),
+            for support tickets.
         finish_reason: Why generation stopped (``stop`` for a complete answer).
         usage: Tokens spent.
         metadata: The audit metadata of the request, exactly as sent (or as it would have been sent,
@@ -96,6 +129,8 @@ class ReasoningResult(BaseModel):
         api: ``chat`` or ``responses``.
         output_type: With ``output_type=`` asked for, the type's name (``module.QualName``).
         output: With ``output_type=`` asked for, the answer validated as that type (``content`` stays the text).
+        gateway: Behind a gateway (``ARCANOS_GATEWAY``), how it routed the call: the alias asked for, the deployment
+            that answered, the fallbacks it attempted; ``None`` without one.
 
     Examples:
         >>> result = ReasoningResult(content="Three layers.", model="ft:gpt-5.1:arcanos::abc",
@@ -121,6 +156,7 @@ class ReasoningResult(BaseModel):
     api: Literal["chat", "responses"] = "chat"
     output_type: str | None = None
     output: Any = None
+    gateway: GatewayRoute | None = None
 
     @field_serializer("metadata")
     def _masked_metadata(self, metadata: dict[str, str]) -> Any:

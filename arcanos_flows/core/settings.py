@@ -44,6 +44,7 @@ _MIN_SECRET_BYTES = 16
 _API_KEY = re.compile(r"[\x21-\x7e]+")
 # Characters no URL may contain raw; parsers disagree about them (urllib strips tabs, httpx refuses them).
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]")
+_API_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def default_incident_spool() -> Path:
@@ -292,6 +293,34 @@ class ArcanosSettings(NotifierSettings):
         description="an OpenAI-compatible endpoint (proxy, local server, tests)",
         json_schema_extra={"shown_default": "OpenAI"},
     )
+    gateway: Literal["auto", "none", "litellm", "azure"] = Field(
+        "auto",
+        validation_alias="ARCANOS_GATEWAY",
+        description=(
+            "what `OPENAI_BASE_URL` is: `auto` (a LiteLLM proxy is recognised by its `x-litellm-model-name` header),"
+            " `none` (OpenAI or a gateway that keeps the answer's `model`: the body is checked), `litellm` (the header"
+            " is required: an answer without it fails closed) or `azure` (Azure OpenAI: `OPENAI_BASE_URL` is the"
+            " resource endpoint); see [Behind a gateway](../how-to/gateways.md)"
+        ),
+    )
+    gateway_model: str | None = Field(
+        None,
+        validation_alias="ARCANOS_GATEWAY_MODEL",
+        description=(
+            "the model name requests carry: the gateway's alias (LiteLLM `model_name`) or the Azure deployment;"
+            " `ARCANOS_FINE_TUNED_MODEL` stays the model that must answer"
+        ),
+        json_schema_extra={"shown_default": "`ARCANOS_FINE_TUNED_MODEL`"},
+    )
+    azure_api_version: str | None = Field(
+        None,
+        validation_alias="ARCANOS_AZURE_API_VERSION",
+        description=(
+            "with `ARCANOS_GATEWAY=azure`, the `api-version` of `/openai/deployments/{deployment}/...` requests"
+            " (e.g. `2024-10-21`); unset: Azure's `/openai/v1` API"
+        ),
+        json_schema_extra={"shown_default": "unset (`/openai/v1`)"},
+    )
     openai_api: Literal["chat", "responses"] = Field(
         "chat",
         validation_alias="ARCANOS_OPENAI_API",
@@ -463,6 +492,17 @@ class ArcanosSettings(NotifierSettings):
             output_per_mtok=self.price_output_per_mtok,
         )
 
+    @property
+    def requested_model(self) -> str:
+        """The model name requests carry: ``ARCANOS_GATEWAY_MODEL``, else the enforced model.
+
+        Examples:
+            >>> ArcanosSettings(openai_api_key="sk-x", fine_tuned_model="ft:m", gateway_model="arcanos",
+            ...                 _env_file=None).requested_model
+            'arcanos'
+        """
+        return self.gateway_model or self.fine_tuned_model
+
     @field_validator("openai_api_key")
     @classmethod
     def _check_api_key(cls, key: SecretStr) -> SecretStr:
@@ -494,6 +534,48 @@ class ArcanosSettings(NotifierSettings):
         if not _MODEL_ID.fullmatch(model):
             raise ValueError(f"{model[:80]!r} is not a model id (letters, digits and . _ : - / only, no spaces)")
         return model
+
+    @field_validator("gateway")
+    @classmethod
+    def _check_gateway(cls, gateway: str, info: ValidationInfo) -> str:
+        if gateway != "azure":
+            return gateway
+        if "openai_base_url" not in info.data:
+            return gateway  # OPENAI_BASE_URL is invalid itself: that error says what to fix
+        base_url = info.data["openai_base_url"]
+        if base_url is None:
+            raise ValueError("azure needs OPENAI_BASE_URL, the resource endpoint (e.g. https://NAME.openai.azure.com)")
+        if {"openai", "deployments"} & set(urlsplit(base_url).path.split("/")):
+            raise ValueError(
+                "azure needs OPENAI_BASE_URL to be the resource endpoint (e.g. https://NAME.openai.azure.com) "
+                "without /openai/...: arcanos-flows adds the path"
+            )
+        return gateway
+
+    @field_validator("gateway_model")
+    @classmethod
+    def _check_gateway_model(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if name is None:
+            return None
+        if not _MODEL_ID.fullmatch(name):
+            raise ValueError(f"{name[:80]!r} is not a model or deployment name (letters, digits and . _ : - / only)")
+        if info.data.get("gateway") == "none":
+            raise ValueError(
+                "is set but ARCANOS_GATEWAY is none: requests would name a model the body check then refuses; "
+                "set ARCANOS_GATEWAY to litellm, azure or auto, or unset ARCANOS_GATEWAY_MODEL"
+            )
+        return name
+
+    @field_validator("azure_api_version")
+    @classmethod
+    def _check_azure_api_version(cls, version: str | None, info: ValidationInfo) -> str | None:
+        if version is None:
+            return None
+        if not _API_VERSION.fullmatch(version):
+            raise ValueError(f"{version[:40]!r} is not an api-version (e.g. 2024-10-21 or 2025-04-01-preview)")
+        if info.data.get("gateway") != "azure":
+            raise ValueError("is only used with ARCANOS_GATEWAY=azure; set that too, or unset this variable")
+        return version
 
     @field_validator("openai_base_url")
     @classmethod

@@ -157,13 +157,18 @@ Api = Literal["chat", "responses"]
 def request_id_of(headers: Mapping[str, str]) -> str | None:
     """The upstream's ``x-request-id``, redacted: a proxy may echo anything there, the API key included.
 
+    Behind a LiteLLM proxy the upstream's id arrives as ``llm_provider-x-request-id`` (LiteLLM prefixes the
+    provider's headers); it wins, since it is the id the provider's support knows.
+
     Examples:
         >>> request_id_of({"x-request-id": "req_123"})
         'req_123'
+        >>> request_id_of({"llm_provider-x-request-id": "req_456", "x-request-id": "proxy-1"})
+        'req_456'
         >>> request_id_of({"x-request-id": "sk-proj-abcdefghijkl"})
         '[REDACTED]'
     """
-    value = headers.get("x-request-id")
+    value = headers.get("llm_provider-x-request-id") or headers.get("x-request-id")
     return redact(value) if value is not None else None
 
 

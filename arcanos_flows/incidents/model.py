@@ -93,6 +93,8 @@ class Incident(BaseModel):
         schema_version: Bumped on incompatible changes.
         incident_id: UUID; also the ``webhook-id`` of every delivery, so receivers can drop duplicates.
         incident_class: What kind of failure (``rate_limit``, ``model_enforcement``, ...).
+        severity: ``error`` (something failed; the default) or ``warning`` (the call succeeded degraded, e.g. a
+            ``gateway_fallback``); incidents without the field are errors.
         reason: Human-readable cause, redacted, at most 4 KiB.
         error_type: Qualified class name of the exception (``openai.RateLimitError``).
         occurred_at: When it happened, ISO-8601 UTC.
@@ -118,6 +120,7 @@ class Incident(BaseModel):
     schema_version: int = INCIDENT_SCHEMA_VERSION
     incident_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     incident_class: IncidentClass
+    severity: Literal["error", "warning"] = "error"
     reason: str
     error_type: str
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))

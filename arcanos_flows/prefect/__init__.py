@@ -5,7 +5,8 @@ Everything a flow author uses, from one place. The reasoning tasks come sync (``
 hooks turn a failed, crashed or cancelled flow run into one incident per root cause; ``@arcanos_flow`` wires the
 hooks and tags the run. Modules: :mod:`~arcanos_flows.prefect.tasks`, :mod:`~arcanos_flows.prefect.hooks`,
 :mod:`~arcanos_flows.prefect.decorator`, :mod:`~arcanos_flows.prefect.credentials` (the Block),
-:mod:`~arcanos_flows.prefect.caching`, :mod:`~arcanos_flows.prefect.events`, :mod:`~arcanos_flows.prefect.artifacts`,
+:mod:`~arcanos_flows.prefect.caching`, :mod:`~arcanos_flows.prefect.batch` (the Batch API),
+:mod:`~arcanos_flows.prefect.events`, :mod:`~arcanos_flows.prefect.artifacts`,
 :mod:`~arcanos_flows.prefect.automations` and :mod:`~arcanos_flows.prefect.runs`. The bundled flows
 (:mod:`arcanos_flows.flows`) are re-exported here too. Names are imported on first use, so a flow module can
 import this package without a circle.
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from arcanos_flows.flows.research import ResearchReport, ResearchStepsFailed, StepRecord, research_flow
     from arcanos_flows.prefect.artifacts import publish_check_artifact
     from arcanos_flows.prefect.automations import install_automations, uninstall_automations
+    from arcanos_flows.prefect.batch import BatchRowFailure, BatchRun, run_reasoning_batch
     from arcanos_flows.prefect.budget import RunBudget, current_budget, run_budget
     from arcanos_flows.prefect.caching import REASONING_CACHE, ReasoningCachePolicy, reasoning_cache_key
     from arcanos_flows.prefect.credentials import (
@@ -95,6 +97,9 @@ _EXPORTS = {
     "reasoning_cache_key": "arcanos_flows.prefect.caching",
     "install_automations": "arcanos_flows.prefect.automations",
     "RunBudget": "arcanos_flows.prefect.budget",
+    "BatchRowFailure": "arcanos_flows.prefect.batch",
+    "BatchRun": "arcanos_flows.prefect.batch",
+    "run_reasoning_batch": "arcanos_flows.prefect.batch",
     "current_budget": "arcanos_flows.prefect.budget",
     "run_budget": "arcanos_flows.prefect.budget",
     "uninstall_automations": "arcanos_flows.prefect.automations",
@@ -117,6 +122,8 @@ __all__ = [
     "REASONING_CACHE",
     "ArcanosCredentials",
     "ArcanosFlow",
+    "BatchRowFailure",
+    "BatchRun",
     "ReasoningCachePolicy",
     "ResearchReport",
     "ResearchStepsFailed",
@@ -148,6 +155,7 @@ __all__ = [
     "retry_transient_failures",
     "run_budget",
     "run_reasoning",
+    "run_reasoning_batch",
     "run_simple_prompt",
     "shared_async_client",
     "shared_client",

@@ -54,6 +54,7 @@ __all__ = [
     "flow_on_cancellation",
     "flow_on_crashed",
     "flow_on_failure",
+    "record_delivery",
     "report",
     "task_on_failure",
 ]
@@ -168,7 +169,13 @@ def _delivered_by_a_run_hook(incident: Incident) -> bool:
     # attaches an incident with a random id whether it delivered it or not (`notify=False`), so only the id tells.
     context = incident.context
     run_ids = (context.get("flow_run_id"), context.get("task_run_id"))
-    return any(run_ids) and incident.incident_id == incident_id_for(*run_ids, incident.incident_class.value)
+    if any(run_ids) and incident.incident_id == incident_id_for(*run_ids, incident.incident_class.value):
+        return True
+    # A batch's failed rows: one incident per class and batch, whichever try of the task re-attached to it.
+    batch_id = context.get("batch_id")
+    return bool(batch_id) and incident.incident_id == incident_id_for(
+        context.get("flow_run_id"), batch_id, incident.incident_class.value
+    )
 
 
 def _reported_incident(error: BaseException | None) -> Incident | None:
@@ -262,13 +269,24 @@ def _report_task_failure(task_run: TaskRun, state: State) -> None:
             keep_picklable(error)
         _remember_task_failure(delivered)
         outcome = notifier.delivery_of(delivered)
-        with _lock:
-            _deliveries[delivered.incident_id] = outcome
-            while len(_deliveries) > 10 * _REMEMBERED_FLOW_RUNS:
-                _deliveries.popitem(last=False)
+        record_delivery(delivered.incident_id, outcome)
         _log_delivery(task_run, delivered, outcome)
     except Exception:
         logger.exception("arcanos-flows could not report the failure of task run %s", getattr(task_run, "id", "?"))
+
+
+def record_delivery(incident_id: uuid.UUID, outcome: str) -> None:
+    """Remember how an incident about a run was delivered, for :func:`delivery_of` (reports show it).
+
+    Examples:
+        >>> record_delivery(uuid.UUID(int=7), "spooled")
+        >>> delivery_of(uuid.UUID(int=7))
+        'spooled'
+    """
+    with _lock:
+        _deliveries[incident_id] = outcome
+        while len(_deliveries) > 10 * _REMEMBERED_FLOW_RUNS:
+            _deliveries.popitem(last=False)
 
 
 def delivery_of(incident_id: uuid.UUID | str | None) -> str | None:

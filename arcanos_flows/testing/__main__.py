@@ -1,7 +1,8 @@
 """Run a test double as a process: ``python -m arcanos_flows.testing {openai,webhook} [options]``.
 
 The first line on stdout is ``READY <url>`` once the server accepts connections (the OpenAI base
-URL, or the webhook delivery URL); the process then serves until SIGTERM or SIGINT and exits 0.
+URL, the Azure resource endpoint with ``--gateway azure``, or the webhook delivery URL); the process
+then serves until SIGTERM or SIGINT and exits 0.
 The webhook receiver logs one JSON line per delivery on stderr. The fake OpenAI server's counters
 are at ``GET <origin>/_stats`` (JSON; ``DELETE`` resets them), e.g. for a benchmark in another process.
 """
@@ -16,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from arcanos_flows.testing._gateways import GATEWAYS
 from arcanos_flows.testing.openai_server import FakeOpenAIServer
 from arcanos_flows.testing.webhook_receiver import Delivery, WebhookReceiver
 
@@ -30,6 +32,13 @@ def _positive(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
+
+
+def _alias(text: str) -> tuple[str, str]:
+    name, equals, model = text.partition("=")
+    if not equals or not name or not model:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=MODEL")
+    return name, model
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +62,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     openai.add_argument(
         "--burst", type=_positive, default=None, metavar="N", help="requests let through at once (default: rpm/60)"
+    )
+    openai.add_argument(
+        "--gateway",
+        choices=GATEWAYS,
+        default=None,
+        help="act as a LiteLLM proxy (x-litellm-* headers) or as Azure OpenAI (its paths; READY prints the endpoint)",
+    )
+    openai.add_argument(
+        "--alias",
+        action="append",
+        type=_alias,
+        default=[],
+        metavar="NAME=MODEL",
+        help="with --gateway, the model behind a name requests carry (an alias, an Azure deployment); repeatable",
     )
 
     webhook = commands.add_parser("webhook", help="a webhook receiver that records deliveries")
@@ -97,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 model_override=args.model_override,
                 requests_per_minute=args.rpm,
                 burst=args.burst,
+                gateway=args.gateway,
+                aliases=dict(args.alias),
             )
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -124,7 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     try:
-        url = server.base_url if isinstance(server, FakeOpenAIServer) else server.url
+        if isinstance(server, FakeOpenAIServer):
+            # Azure's OPENAI_BASE_URL is the resource endpoint; the client adds /openai/... itself.
+            url = server.origin if server.gateway == "azure" else server.base_url
+        else:
+            url = server.url
         print(f"READY {url}", flush=True)
         # A timeout keeps the main thread waking up, so signal handlers run promptly everywhere.
         while not stop.wait(0.5):

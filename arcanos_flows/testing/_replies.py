@@ -30,8 +30,8 @@ class Reply:
     The default ``Reply()`` is a normal, successful answer for whatever endpoint is hit. Fields
     override parts of it; ``body`` replaces the whole body. Use the class-method factories for the
     common cases (``ok``, ``error``, ``malformed``, ``non_json``, ``wrong_shape``, ``empty_choices``,
-    ``length``, ``refusal``, ``other_model``, ``slow``, ``drop``, and for typed steps ``invalid_json`` and
-    ``schema_mismatch``) and :func:`dataclasses.replace` to
+    ``length``, ``refusal``, ``other_model``, ``slow``, ``drop``, for typed steps ``invalid_json`` and
+    ``schema_mismatch``, behind a gateway ``fallback``) and :func:`dataclasses.replace` to
     combine them (e.g. a delayed error). ``Reply.refusal(...)`` and ``Reply.empty_choices()`` share
     their names with fields: called on the class they are factories (also spelled ``refused`` and
     ``no_choices``), read on an instance they are the field values.
@@ -58,6 +58,11 @@ class Reply:
         content_length: ``Content-Length`` to announce instead of the real one (a lying server: the
             whole body is still sent, then the connection is closed if it was shorter than announced).
         omit_content_length: Announce no length: the body ends when the server closes the connection.
+        fallbacks: In LiteLLM gateway mode, the fallbacks reported as attempted (``x-litellm-attempted-fallbacks``).
+        deployment: In LiteLLM gateway mode, the deployment reported as answering (``x-litellm-model-id``;
+            ``None``: the primary's).
+        model_group: In LiteLLM gateway mode, the model group reported (``x-litellm-model-group``; ``None``: the
+            requested name, or ``<name>-fallback`` when ``fallbacks`` is set).
 
     Examples:
         >>> Reply.error(429, retry_after=2).headers
@@ -83,6 +88,9 @@ class Reply:
     error_message: str | None = None
     content_length: int | None = None
     omit_content_length: bool = False
+    fallbacks: int = 0
+    deployment: str | None = None
+    model_group: str | None = None
 
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 599:
@@ -93,6 +101,8 @@ class Reply:
             raise ValueError(f"reasoning_tokens must be >= 0, got {self.reasoning_tokens}")
         if self.content_length is not None and self.content_length < 0:
             raise ValueError(f"content_length must be >= 0, got {self.content_length}")
+        if self.fallbacks < 0:
+            raise ValueError(f"fallbacks must be >= 0, got {self.fallbacks}")
 
     @property
     def is_success(self) -> bool:
@@ -234,6 +244,39 @@ class Reply:
             The reply.
         """
         return cls(model=name)
+
+    @classmethod
+    def fallback(
+        cls,
+        model: str | None = None,
+        *,
+        deployment: str = "fallback-deployment",
+        group: str | None = None,
+        attempts: int = 1,
+    ) -> Reply:
+        """A normal 200 that a LiteLLM-like gateway reports as answered by a fallback deployment.
+
+        Only a server in LiteLLM gateway mode (``FakeOpenAIServer(gateway="litellm")``) reports it, in
+        ``x-litellm-attempted-fallbacks``, ``x-litellm-model-id`` and ``x-litellm-model-group``; elsewhere it is a
+        normal answer (by ``model`` when given).
+
+        Args:
+            model: The model the fallback deployment runs; ``None``: the same model as the primary.
+            deployment: The fallback deployment's id.
+            group: The fallback's model group (``None``: ``<requested name>-fallback``).
+            attempts: How many fallbacks were attempted (at least 1).
+
+        Returns:
+            The reply.
+
+        Examples:
+            >>> reply = Reply.fallback("gpt-4o-mini", deployment="backup-eu")
+            >>> reply.model, reply.fallbacks, reply.deployment
+            ('gpt-4o-mini', 1, 'backup-eu')
+        """
+        if attempts < 1:
+            raise ValueError(f"a fallback reply needs attempts >= 1, got {attempts}")
+        return cls(model=model, fallbacks=attempts, deployment=deployment, model_group=group)
 
     @classmethod
     def slow(cls, seconds: float) -> Reply:

@@ -30,6 +30,7 @@ __all__ = [
     "ServerState",
     "completion_route",
     "find_route",
+    "is_completion_path",
     "normalized_path",
 ]
 
@@ -37,6 +38,9 @@ CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 RESPONSES_PATH = "/v1/responses"
 COMPLETION_PATHS = frozenset({CHAT_COMPLETIONS_PATH, RESPONSES_PATH})
 """The completion endpoints: their POSTs are what :attr:`FakeOpenAIServer.completion_requests` and the stats count."""
+_AZURE_COMPLETION_PATH = re.compile(
+    r"/openai/(?:deployments/[^/]+/(?:chat/completions|responses)|responses|v1/(?:chat/completions|responses))"
+)
 
 _INVALID_JSON = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"  # noqa: E501 - the API's own wording
 
@@ -47,6 +51,10 @@ class ServerState(Protocol):
     def _seen_model(self, model: str) -> None: ...
 
     def _listed_models(self) -> list[str]: ...
+
+    def _answering_model(self, requested: str, reply: Reply, override: str | None) -> str: ...
+
+    def _body_model(self, requested: str, answered: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -135,17 +143,21 @@ def find_route(routes: Iterable[Route], method: str, path: str) -> tuple[Route, 
     return None
 
 
-def completion_route(path: str, build: Callable[[dict[str, Any], Reply, str, int], dict[str, Any]]) -> Route:
+def completion_route(
+    path: str, build: Callable[[dict[str, Any], Reply, str, int], dict[str, Any]], *, pattern: str | None = None
+) -> Route:
     """Return the route of a completion endpoint: a POST to ``path`` checked as the real API checks it.
 
     A body that is not a JSON object, names no model or asks ``stream=true`` gets a 400; otherwise the
     requested model is remembered (``GET /v1/models`` lists it) and ``build(body, reply, model, number)``
-    makes the answer, ``model`` being the one that answers (the reply's, else the override, else the
-    requested one).
+    makes the answer, ``model`` being the one the body names: the one that answers (the reply's, else the
+    override, else the requested one, through the server's aliases), or in LiteLLM gateway mode the requested name.
 
     Args:
-        path: The endpoint's path (not a pattern).
+        path: The endpoint's path.
         build: Makes the answer object.
+        pattern: A path pattern to match instead of ``path``; a group named ``deployment`` (an Azure deployment in
+            the URL) names the model asked for, and the body need not name one.
 
     Returns:
         The route.
@@ -155,7 +167,7 @@ def completion_route(path: str, build: Callable[[dict[str, Any], Reply, str, int
         body = call.body
         if body is None:
             return 400, error_body(_INVALID_JSON, "invalid_request_error", None)
-        requested = body.get("model")
+        requested = call.params.get("deployment") or body.get("model")
         if not isinstance(requested, str) or not requested:
             return 400, error_body("you must provide a model parameter", "invalid_request_error", None, param="model")
         if body.get("stream"):
@@ -163,10 +175,23 @@ def completion_route(path: str, build: Callable[[dict[str, Any], Reply, str, int
                 "FakeOpenAIServer does not support stream=true", "invalid_request_error", None, param="stream"
             )
         call.server._seen_model(requested)
-        answered = call.reply.model or call.model_override or requested
-        return call.reply.status, dump_json(build(body, call.reply, answered, call.number))
+        answered = call.server._answering_model(requested, call.reply, call.model_override)
+        shown = call.server._body_model(requested, answered)
+        return call.reply.status, dump_json(build(body, call.reply, shown, call.number))
 
-    return Route("POST", re.escape(path), render)
+    return Route("POST", pattern or re.escape(path), render)
+
+
+def is_completion_path(path: str) -> bool:
+    """Whether a normalized path is a completion endpoint (OpenAI's, or an Azure-shaped one).
+
+    Examples:
+        >>> is_completion_path("/v1/responses"), is_completion_path("/openai/deployments/prod/chat/completions")
+        (True, True)
+        >>> is_completion_path("/v1/models")
+        False
+    """
+    return path in COMPLETION_PATHS or _AZURE_COMPLETION_PATH.fullmatch(path) is not None
 
 
 def normalized_path(target: str) -> str:

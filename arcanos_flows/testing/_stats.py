@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from arcanos_flows.testing._replies import RecordedRequest
-from arcanos_flows.testing._routes import COMPLETION_PATHS, normalized_path
+from arcanos_flows.testing._routes import is_completion_path, normalized_path
 
 __all__ = ["Stats"]
 
@@ -42,7 +42,7 @@ class Stats:
         now = time.time()
         self.requests += 1
         self.paths[path] += 1
-        if request.method == "POST" and path in COMPLETION_PATHS:
+        if request.method == "POST" and is_completion_path(path):
             self.completions += 1
         if self.first_request_at is None:
             self.first_request_at = now

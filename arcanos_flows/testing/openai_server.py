@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -30,10 +30,11 @@ from arcanos_flows.testing import _batches, _chat, _files, _models, _responses
 from arcanos_flows.testing._batches import BatchControls
 from arcanos_flows.testing._errors import error_body
 from arcanos_flows.testing._files import FileStore
+from arcanos_flows.testing._gateways import AZURE_ROUTES, GATEWAYS, Gateway, azure_refusal, litellm_headers
 from arcanos_flows.testing._http import BackgroundServer, QuietHandler, dump_json, parse_json
 from arcanos_flows.testing._limits import TokenBucket, rate_limited_body, retry_headers
 from arcanos_flows.testing._replies import RecordedRequest, Reply, ReplyRule
-from arcanos_flows.testing._routes import COMPLETION_PATHS, Call, Route, find_route, normalized_path
+from arcanos_flows.testing._routes import Call, Route, find_route, is_completion_path, normalized_path
 from arcanos_flows.testing._stats import Stats
 
 __all__ = ["DEFAULT_MODEL", "STATS_PATH", "FakeOpenAIServer", "RecordedRequest", "Reply"]
@@ -87,8 +88,14 @@ class _OpenAIHandler(QuietHandler):
             at=time.monotonic(),
         )
         number = fake._record(request)
-        found = find_route(_ROUTES, self.command, path)
+        gateway = fake.gateway
+        found = find_route(AZURE_ROUTES if gateway == "azure" else _ROUTES, self.command, path)
         headers = {"x-request-id": f"req_{number}"}
+        refusal = azure_refusal(request, path) if gateway == "azure" and found is not None else None
+        if refusal is not None:
+            fake._answered(refusal[0])
+            self.send_payload(refusal[0], refusal[1], headers={"apim-request-id": f"req_{number}"})
+            return
         if found is None:
             # Unknown paths are not API calls: they leave the script alone and always answer 404.
             message = f"Invalid URL ({self.command} {urlsplit(self.path).path})"
@@ -113,6 +120,11 @@ class _OpenAIHandler(QuietHandler):
             self.drop_connection()
             return
         status, payload = route.answer(Call(request, number, reply, override, params, fake))
+        if gateway == "litellm":
+            # The proxy relays the upstream's id under its own name, and adds what it knows of the call.
+            del headers["x-request-id"]
+            completion = is_completion_path(path)
+            headers.update(fake._litellm_headers(request, reply, override, number, status, completion=completion))
         fake._answered(status)
         self.send_payload(
             status,
@@ -159,6 +171,17 @@ class FakeOpenAIServer(BackgroundServer):
     ``DELETE /_stats`` resets them) counts the requests received, completions, 429s of the rate
     limit, answers by status and requests by path; ``/_stats`` itself is not counted or recorded.
 
+    **Gateway mode.** ``gateway="litellm"`` acts as a LiteLLM proxy in front of the API: ``aliases`` map the names
+    requests carry to the models behind them (its ``model_list``); the body's ``model`` is the requested name, and
+    ``x-litellm-model-name`` reports ``openai/<model that answered>`` (``Reply.other_model``'s, else the override,
+    else the alias's model); answers carry ``x-litellm-model-group``, ``x-litellm-model-id``,
+    ``x-litellm-attempted-fallbacks`` (``Reply.fallback`` scripts a fallback), ``x-litellm-call-id`` and the
+    upstream's id as ``llm_provider-x-request-id`` instead of ``x-request-id``. ``gateway="azure"`` answers on Azure
+    OpenAI's paths instead of OpenAI's: ``/openai/deployments/{deployment}/chat/completions`` (and ``/responses``)
+    and ``/openai/responses`` with an ``api-version`` query, and ``/openai/v1/...``; a request without an
+    ``api-key`` header gets a 401 (on ``/openai/v1`` a bearer token does too), one without ``api-version`` a 404.
+    The deployment answers with the model ``aliases`` maps it to, as Azure names the underlying model.
+
     **Files and batches.** ``/v1/files`` and ``/v1/batches`` keep uploads and batches in memory; a batch
     runs its rows as direct requests would be answered and completes ``batch_delay`` seconds after its
     creation. :attr:`files` (a ``FileStore``) holds the files and :attr:`batches` (a ``BatchControls``)
@@ -173,6 +196,8 @@ class FakeOpenAIServer(BackgroundServer):
         requests_per_minute: Answer 429 beyond this many API requests per minute (``None``: no limit).
         burst: Requests the rate limit lets through at once (default: ``requests_per_minute / 60``).
         batch_delay: Seconds from a batch's creation to its completion (``batches.delay``, settable).
+        gateway: Act as a ``litellm`` proxy or as ``azure`` OpenAI (``None``: OpenAI's API).
+        aliases: Names requests carry (a gateway alias, an Azure deployment) and the model behind each.
 
     Attributes:
         files: The uploaded files and the batches' output files.
@@ -204,8 +229,14 @@ class FakeOpenAIServer(BackgroundServer):
         requests_per_minute: float | None = None,
         burst: float | None = None,
         batch_delay: float = _batches.DEFAULT_BATCH_DELAY,
+        gateway: Gateway | None = None,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
+        if gateway is not None and gateway not in GATEWAYS:
+            raise ValueError(f"gateway must be one of {', '.join(GATEWAYS)} or None, got {gateway!r}")
         super().__init__(host=host, port=port)
+        self._gateway: Gateway | None = gateway
+        self._aliases = dict(aliases or {})
         self.files = FileStore()
         self.batches = BatchControls(self.files, delay=batch_delay)
         self._lock = threading.Lock()
@@ -237,6 +268,29 @@ class FakeOpenAIServer(BackgroundServer):
     def latency(self, seconds: float) -> None:
         with self._lock:
             self._latency = seconds
+
+    @property
+    def gateway(self) -> Gateway | None:
+        """The gateway the server acts as (``litellm``, ``azure``), or ``None`` for OpenAI's API."""
+        return self._gateway
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """The names requests carry and the model behind each (a copy; set with :meth:`alias`)."""
+        with self._lock:
+            return dict(self._aliases)
+
+    def alias(self, name: str, model: str) -> None:
+        """Route requests naming ``name`` (a gateway alias, an Azure deployment) to ``model``.
+
+        Examples:
+            >>> with FakeOpenAIServer(gateway="litellm") as server:
+            ...     server.alias("arcanos", "ft:gpt-4o-mini:arcanos::x")
+            ...     server.aliases
+            {'arcanos': 'ft:gpt-4o-mini:arcanos::x'}
+        """
+        with self._lock:
+            self._aliases[name] = model
 
     @property
     def model_override(self) -> str | None:
@@ -377,7 +431,7 @@ class FakeOpenAIServer(BackgroundServer):
         return [
             request
             for request in self.requests
-            if request.method == "POST" and normalized_path(request.path) in COMPLETION_PATHS
+            if request.method == "POST" and is_completion_path(normalized_path(request.path))
         ]
 
     def clear(self) -> None:
@@ -431,6 +485,32 @@ class FakeOpenAIServer(BackgroundServer):
         with self._lock:
             reply = self._script.popleft() if self._script else self._default
             return reply, self._latency, self._model_override
+
+    def _answering_model(self, requested: str, reply: Reply, override: str | None) -> str:
+        with self._lock:
+            return reply.model or override or self._aliases.get(requested, requested)
+
+    def _body_model(self, requested: str, answered: str) -> str:
+        # A LiteLLM proxy rewrites the answer's model to the name the request carried.
+        return requested if self._gateway == "litellm" else answered
+
+    def _litellm_headers(
+        self,
+        request: RecordedRequest,
+        reply: Reply,
+        override: str | None,
+        number: int,
+        status: int,
+        *,
+        completion: bool,
+    ) -> dict[str, str]:
+        requested = request.json.get("model") if isinstance(request.json, dict) else None
+        answered = completion and 200 <= status < 300 and reply.body is None
+        if not answered or not isinstance(requested, str):
+            # Errors and raw bodies: the proxy's call id and the upstream's request id, nothing about a model.
+            headers = litellm_headers("", reply, "", number)
+            return {name: headers[name] for name in ("x-litellm-call-id", "llm_provider-x-request-id")}
+        return litellm_headers(requested, reply, self._answering_model(requested, reply, override), number)
 
     def _seen_model(self, model: str) -> None:
         with self._lock:

@@ -135,3 +135,47 @@ def test_sigkilled_flow_process_under_a_worker_reports_one_crash(
         # The server-side twin: the incident is also an event related to the run (what the relay looks for).
         events = wait_until(lambda: reported_incident_events(client, run), 15, "the crashed incident's event")
     assert events == ["arcanos.incident.crashed"]
+
+
+def test_the_nightly_batch_deployment_runs_its_investigations_as_one_batch(
+    deployed: Deployed,
+    prefect_api: str,
+    openai_server: FakeOpenAIServer,
+    receiver: WebhookReceiver,
+    process_env: Callable[..., dict[str, str]],
+    processes: Callable[..., Process],
+) -> None:
+    """`research-nightly-batch` from prefect.yaml: plan and synthesis direct, the investigations as one batch."""
+    openai_server.batches.delay = 0.5
+    cli_env = process_env("cli")
+    flow_run_id = queue_run(
+        "arcanos-research/research-nightly-batch",
+        cli_env,
+        "--param",
+        'questions=["Which layers exist?", "Who confirms a release?"]',
+        "--param",
+        "batch_poll_interval=0.2",
+    )
+
+    worker = processes("worker", worker_argv(run_once=True), env=process_env("worker"))
+    assert worker.wait(timeout=150) == 0, worker.log()
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(uuid.UUID(flow_run_id))
+        assert run.state is not None
+        assert run.state.type == StateType.COMPLETED, f"{run.state!r}\n{worker.log()}"
+        assert run.parameters["mode"] == "batch"
+        found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        artifacts = {artifact.key: artifact for artifact in sorted(found, key=lambda artifact: artifact.created)}
+    report = str(artifacts["arcanos-research-report"].data)
+    assert "## Batch" in report
+    assert "2 of 2 answered" in report
+    assert openai_server.batches.created == 1
+    assert len(openai_server.completion_requests) == 2  # the plan and the synthesis
+    stored = openai_server.files.get(next(iter(sorted(openai_server.files.ids))))
+    assert stored is not None
+    for line in stored.data.decode().splitlines():
+        metadata = json.loads(line)["body"]["metadata"]
+        assert metadata["prefect.deployment"] == "research-nightly-batch"
+        assert metadata["source"] == "scheduled-batch"
+    assert receiver.deliveries == []

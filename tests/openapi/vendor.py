@@ -22,6 +22,10 @@ ROOTS = (
     "Model",
     "ListModelsResponse",
     "ErrorResponse",
+    "Batch",
+    "CreateBatchRequest",
+    "OpenAIFile",
+    "ListBatchesResponse",
 )
 PREFIX = "#/components/schemas/"
 

@@ -13,7 +13,7 @@ import functools
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from prefect import Task
 from prefect.blocks.system import Secret
@@ -29,6 +29,7 @@ from arcanos_flows.core.errors import BudgetExceededError, InvalidReasoningInput
 from arcanos_flows.core.redaction import redact, register_token
 from arcanos_flows.core.results import ReasoningResult, Usage
 from arcanos_flows.flows.research.artifacts import ResearchProgress, publish_research_artifacts
+from arcanos_flows.flows.research.batched import investigate_in_batch
 from arcanos_flows.flows.research.inputs import (
     check_metadata_fits,
     request_metadata,
@@ -285,6 +286,9 @@ def research_flow(
     max_cost_usd: float | None = None,
     synthesis_type: str | None = None,
     confirmation_token_secret: str | None = None,
+    mode: Literal["direct", "batch"] = "direct",
+    batch_poll_interval: float = 60.0,
+    batch_max_wait: float = 25 * 3600.0,
 ) -> ResearchReport:
     """Research a topic on the enforced model: plan, investigate each question in parallel, synthesise.
 
@@ -313,6 +317,12 @@ def research_flow(
             deployment's runs get it (the "Schedule research" how-to shows a ``prefect.yaml``).
         synthesis_type: The import path (``package.module.Model``) of a pydantic model the synthesis is asked for
             as structured output; the report's ``synthesis_output`` is then that model's instance.
+        mode: ``direct`` (every step a request), or ``batch``: the plan and the synthesis direct, the investigations
+            as one OpenAI Batch API batch (:func:`arcanos_flows.prefect.batch.run_reasoning_batch`), at half the
+            price and up to 24 h of latency. The report's ``batch`` shows its id, status history and usage.
+        batch_poll_interval: With ``mode="batch"``, the longest wait in seconds between two polls of the batch.
+        batch_max_wait: With ``mode="batch"``, how long the run waits for the batch before it fails with
+            ``batch_timeout`` (the batch keeps running; a rerun of the flow run re-attaches to it).
 
     Returns:
         The :class:`ResearchReport`; also published as the artifacts ``arcanos-research-report`` and
@@ -342,6 +352,7 @@ def research_flow(
     topic, given = validate_parameters(topic, questions, audit, token, max_parallel)
     if not isinstance(cache, bool):
         raise InvalidReasoningInput("research_flow(cache=...): must be true or false")
+    _check_batch_options(mode, batch_poll_interval, batch_max_wait)
     settings = resolve_settings()
     budget = RunBudget.from_settings(settings, max_total_tokens=max_total_tokens, max_cost_usd=max_cost_usd)
     synthesis_output_type = _synthesis_type(synthesis_type)
@@ -359,6 +370,7 @@ def research_flow(
         audit=shown_audit,
         confirmation_token_sent=bool(metadata.get("confirmation_token") or settings.confirmation_token),
         flow_run_id=flow_run_id,
+        mode=mode,
     )
     if budget.limited:
         report.budget = {"max_total_tokens": budget.max_total_tokens, "max_cost_usd": budget.max_cost_usd}
@@ -389,9 +401,28 @@ def research_flow(
         report.plan = plan
         progress.expect(2 + len(report.questions))
 
-        investigations, errors = _investigate(
-            step_task, topic, plan, report.questions, metadata, max_parallel, budget, progress
-        )
+        if mode == "batch" and budget.exceeded:
+            investigations = [_skipped(f"investigate-{n}", question) for n, question in enumerate(report.questions, 1)]
+            errors: list[BaseException] = []
+            for record in investigations:
+                progress.finished(record)
+        elif mode == "batch":
+            investigations, errors, report.batch = investigate_in_batch(
+                topic,
+                plan,
+                report.questions,
+                metadata,
+                flow_run_id,
+                poll_interval=batch_poll_interval,
+                max_wait=batch_max_wait,
+            )
+            budget.record(report.batch.usage)
+            for record in investigations:
+                progress.finished(record)
+        else:
+            investigations, errors = _investigate(
+                step_task, topic, plan, report.questions, metadata, max_parallel, budget, progress
+            )
         report.steps.extend(investigations)
         started = [record for record in investigations if record.status != "skipped"]
 
@@ -511,6 +542,14 @@ def _confirmation_token(given: SecretStr | str | None, secret_block: str | None)
         token = str(loaded)
     register_token(token)
     return token
+
+
+def _check_batch_options(mode: object, poll_interval: object, max_wait: object) -> None:
+    if mode not in ("direct", "batch"):
+        raise InvalidReasoningInput(f"research_flow(mode={mode!r}): must be 'direct' or 'batch'")
+    for name, value in (("batch_poll_interval", poll_interval), ("batch_max_wait", max_wait)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InvalidReasoningInput(f"research_flow({name}={value!r}): must be a positive number of seconds")
 
 
 def _distinct(questions: list[str]) -> list[str]:

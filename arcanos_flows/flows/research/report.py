@@ -6,10 +6,37 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from arcanos_flows.client.batch_client import BatchStatus
 from arcanos_flows.core.errors import ArcanosError, IncidentClass
 from arcanos_flows.core.results import Usage
 
-__all__ = ["ResearchReport", "ResearchStepsFailed", "StepRecord", "format_cost"]
+__all__ = ["BatchSummary", "ResearchReport", "ResearchStepsFailed", "StepRecord", "format_cost"]
+
+
+class BatchSummary(BaseModel):
+    """The batch that ran a research run's investigations (``mode="batch"``).
+
+    Attributes:
+        batch_id: The batch's id (``None`` when it was never created: its input was refused).
+        status: Its final status (``completed``, ``expired``, ``cancelled``, ``failed``).
+        created: Whether this run created it (``False``: the run re-attached to the batch an earlier try created).
+        status_history: The statuses it went through, with their times.
+        steps: How many investigations it held.
+        failed: How many of them failed.
+        usage: Tokens of its answered rows, priced at the batch prices.
+
+    Examples:
+        >>> BatchSummary(batch_id="batch_1", status="completed", steps=3).failed
+        0
+    """
+
+    batch_id: str | None = None
+    status: str
+    created: bool = True
+    status_history: list[BatchStatus] = Field(default_factory=list)
+    steps: int = 0
+    failed: int = 0
+    usage: Usage = Field(default_factory=Usage)
 
 
 class StepRecord(BaseModel):
@@ -72,6 +99,8 @@ class ResearchReport(BaseModel):
         budget: The run's budget and what it spent, when it had one (``max_total_tokens``, ``max_cost_usd``,
             ``exceeded``).
         flow_run_id: The Prefect flow run that produced the report.
+        mode: ``direct`` (one request per step) or ``batch`` (the investigations as one Batch API batch).
+        batch: With ``mode="batch"``, the batch: its id, status history and usage.
     """
 
     topic: str
@@ -85,6 +114,8 @@ class ResearchReport(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     budget: dict[str, float | int | bool | None] | None = None
     flow_run_id: str | None = None
+    mode: Literal["direct", "batch"] = "direct"
+    batch: BatchSummary | None = None
 
     @property
     def failed_steps(self) -> list[StepRecord]:
@@ -135,6 +166,8 @@ class ResearchReport(BaseModel):
         lines.append(f"**Audit:** {' · '.join(_cell(item) for item in audit) or '_none_'}")
         if self.flow_run_id:
             lines.append(f"  \n**Flow run:** `{self.flow_run_id}`")
+        if self.batch is not None:
+            lines += ["", *_batch_lines(self.batch)]
         lines += ["", "## Synthesis", "", self.synthesis if self.synthesis is not None else "_No synthesis._"]
         if self.questions:
             lines += ["", "## Questions", ""]
@@ -213,6 +246,20 @@ def format_cost(cost: float | None, *, empty: str = "n/a (no prices set: `ARCANO
     if cost is None:
         return empty
     return f"${cost:,.2f}" if cost >= 1 else f"${cost:.6f}".rstrip("0").rstrip(".") if cost else "$0"
+
+
+def _batch_lines(batch: BatchSummary) -> list[str]:
+    origin = "created by this run" if batch.created else "re-attached: created by an earlier try of this run"
+    history = " → ".join(f"{entry.status} {entry.at:%Y-%m-%d %H:%M:%S}Z" for entry in batch.status_history)
+    usage = batch.usage
+    return [
+        "## Batch",
+        "",
+        f"**Batch:** `{batch.batch_id or 'not created'}`, {batch.status} ({origin})  ",
+        f"**Rows:** {batch.steps - batch.failed} of {batch.steps} answered; {usage.total_tokens} tokens at batch "
+        f"prices, cost {format_cost(usage.cost_usd)}  ",
+        f"**Status history:** {history or '_none_'}",
+    ]
 
 
 def _one_line(text: str) -> str:
