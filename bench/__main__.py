@@ -4,8 +4,8 @@
 [--chart FILE.svg]``
 
 Scenarios (``--only`` names): ``fanout``, ``async-fanout``, ``overhead``, ``task-cost``, ``adhoc``, ``cache``,
-``rate-limit``, ``memory``, ``typed-overhead``, ``traced-overhead``. ``--quick`` runs every scenario at tiny sizes
-as a smoke test (targets are shown, not asserted).
+``rate-limit``, ``memory``, ``typed-overhead``, ``traced-overhead``, ``gateway-overhead``, ``batch``. ``--quick``
+runs every scenario at tiny sizes as a smoke test (targets are shown, not asserted).
 ``--smoke`` is ``--quick`` at the smallest sizes, without waiting for the Prefect server to go idle between runs:
 the test suite's proof that every scenario runs and prints its row (its figures mean nothing). The exit status is
 1 when a measured target is missed (not in ``--quick``/``--smoke``), 2 when a scenario could not be measured.
@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import adhoc, async_fanout, caching, chart, client_overhead, fanout, memory, rate_limit, task_cost
+from . import adhoc, async_fanout, batch, caching, chart, client_overhead, fanout, memory, rate_limit, task_cost
 from ._common import Bench, Row, load_average, print_table
 
 SCENARIOS: dict[str, tuple[str, str, Callable[[Bench], Row | list[Row]]]] = {
@@ -32,6 +32,8 @@ SCENARIOS: dict[str, tuple[str, str, Callable[[Bench], Row | list[Row]]]] = {
     "overhead": ("client overhead", client_overhead.TARGET, client_overhead.run),
     "typed-overhead": ("typed answers", client_overhead.TYPED_TARGET, client_overhead.run_typed),
     "traced-overhead": ("client with OpenTelemetry spans", client_overhead.TRACED_TARGET, client_overhead.run_traced),
+    "gateway-overhead": ("client behind a gateway", client_overhead.GATEWAY_TARGET, client_overhead.run_gateway),
+    "batch": ("Batch API", batch.TARGET, batch.run),
     "task-cost": ("Prefect cost per reasoning task", task_cost.TARGET, task_cost.run),
     "adhoc": ("ad-hoc `arcanos-flows run research`", "<= +1 s temporary server; <= 3 s local server", adhoc.run),
     "cache": ("re-run with caching on", caching.TARGET, caching.run),

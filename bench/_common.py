@@ -110,11 +110,23 @@ class FakeServer:
 
 
 @contextlib.contextmanager
-def fake_openai_process(latency: float = 0.0, rpm: int | None = None) -> Iterator[FakeServer]:
+def fake_openai_process(
+    latency: float = 0.0,
+    rpm: int | None = None,
+    *,
+    gateway: str | None = None,
+    aliases: dict[str, str] | None = None,
+    batch_delay: float | None = None,
+) -> Iterator[FakeServer]:
     """Run :mod:`bench._fake_server` (the project's fake OpenAI server) in its own process."""
     command = [sys.executable, "-m", "bench._fake_server", "--latency", str(latency)]
     if rpm is not None:
         command += ["--rpm", str(rpm)]
+    if gateway is not None:
+        command += ["--gateway", gateway]
+        command += [argument for name, model in (aliases or {}).items() for argument in ("--alias", f"{name}={model}")]
+    if batch_delay is not None:
+        command += ["--batch-delay", str(batch_delay)]
     process = subprocess.Popen(
         command,
         stdin=subprocess.PIPE,
@@ -364,9 +376,9 @@ class Bench:
             self.prefect_start_seconds = time.perf_counter() - started
         return self._prefect
 
-    def fake_server(self, latency: float, rpm: int | None = None) -> FakeServer:
-        """A fake OpenAI server for the rest of the run."""
-        return self._stack.enter_context(fake_openai_process(latency, rpm))
+    def fake_server(self, latency: float, rpm: int | None = None, **options: Any) -> FakeServer:
+        """A fake OpenAI server for the rest of the run (``gateway``, ``aliases``, ``batch_delay``: its modes)."""
+        return self._stack.enter_context(fake_openai_process(latency, rpm, **options))
 
     def arcanos_env(
         self, base_url: str, *, api_url: str | None, home: Path | None = None, **extra: str

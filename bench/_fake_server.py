@@ -102,8 +102,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench._fake_server")
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--rpm", type=int, default=None, help="requests per minute before 429 (needs the feature)")
+    parser.add_argument("--gateway", choices=["litellm", "azure"], default=None, help="act as this gateway")
+    parser.add_argument("--alias", action="append", default=[], metavar="NAME=MODEL", help="a gateway alias")
+    parser.add_argument("--batch-delay", type=float, default=None, help="seconds from a batch's creation to its end")
     args = parser.parse_args()
     options: dict[str, Any] = {"latency": args.latency}
+    if args.gateway is not None:
+        options["gateway"] = args.gateway
+        options["aliases"] = dict(alias.split("=", 1) for alias in args.alias)
+    if args.batch_delay is not None:
+        options["batch_delay"] = args.batch_delay
     if args.rpm is not None:
         keyword = rpm_keyword()
         if keyword is None:

@@ -343,7 +343,7 @@ def afan_bare(n: int, par: int) -> dict[str, Any]:
 
 @command
 def client_overhead(
-    calls: int, repeats: int, block: int = 50, typed: bool = False, traced: bool = False
+    calls: int, repeats: int, block: int = 50, typed: bool = False, traced: bool = False, gateway: bool = False
 ) -> dict[str, Any]:
     """``ArcanosPythonClient.run_reasoning`` vs the raw SDK client, same server, in alternating blocks of calls.
 
@@ -351,6 +351,8 @@ def client_overhead(
     and noise hit both alike; the round's figure per side is its mean ms per call. With ``typed``, both ask for a
     pydantic model: ``run_reasoning(output_type=...)`` against the SDK's own ``chat.completions.parse``. With
     ``traced``, the client records an OpenTelemetry span per request (an SDK tracer provider, in-memory exporter).
+    With ``gateway``, the server acts as a LiteLLM proxy: both sides send its alias (``ARCANOS_GATEWAY_MODEL``), and
+    the client verifies the model from its headers (``ARCANOS_GATEWAY=litellm``).
     """
     import openai
     from pydantic import BaseModel
@@ -381,6 +383,7 @@ def client_overhead(
         provider.add_span_processor(SimpleSpanProcessor(exported))
         instrument(tracer_provider=provider)
     metadata = dict(_shapes.AUDIT)
+    requested = os.environ.get("ARCANOS_GATEWAY_MODEL", _shapes.MODEL) if gateway else _shapes.MODEL
 
     def raw_call() -> None:
         if typed:
@@ -389,13 +392,15 @@ def client_overhead(
             )
             assert isinstance(parsed.choices[0].message.parsed, LayerAudit)
         else:
-            raw_client.chat.completions.create(model=_shapes.MODEL, messages=MESSAGES, metadata=metadata, store=True)
+            raw_client.chat.completions.create(model=requested, messages=MESSAGES, metadata=metadata, store=True)
 
     def ours_call() -> None:
         if typed:
             assert isinstance(
                 client.run_reasoning(MESSAGES, metadata=metadata, output_type=LayerAudit).output, LayerAudit
             )
+        elif gateway:
+            assert client.run_reasoning(MESSAGES, metadata=metadata).gateway is not None
         else:
             client.run_reasoning(MESSAGES, metadata=metadata)
 
@@ -420,6 +425,84 @@ def client_overhead(
     client.close()
     spans = len(exported.get_finished_spans()) if traced else 0
     return {"raw_ms": raw_ms, "ours_ms": ours_ms, "spans": spans}
+
+
+# --- the Batch API ---------------------------------------------------------------------------------------------------
+
+
+@command
+def batch_overhead(rows: int, repeats: int, poll: float = 0.01) -> dict[str, Any]:
+    """A batch of ``rows`` steps end to end, ``BatchClient`` vs the raw SDK, alternating, new content every round.
+
+    Raw: the JSONL written with ``json.dumps``, ``files.create``, ``batches.create``, ``batches.retrieve`` until done,
+    ``files.content`` and ``json.loads`` of each row. Ours: ``prepare`` (every step checked), ``submit`` (which first
+    lists the batches for the fingerprint), ``wait`` and ``rows`` (every row checked like a direct answer). Both poll
+    every ``poll`` seconds; the server (another process) ends a batch at once. Wall time and this process's CPU time.
+    """
+    import openai
+
+    from arcanos_flows import ArcanosSettings
+    from arcanos_flows.client.batch_client import FINISHED_STATUSES, BatchClient
+
+    raw_client = openai.OpenAI(api_key=_shapes.API_KEY, base_url=os.environ["OPENAI_BASE_URL"], max_retries=0)
+    client = BatchClient(ArcanosSettings(max_retries=0, _env_file=None))
+
+    def messages(tag: str, number: int) -> list[dict[str, str]]:
+        return [MESSAGES[0], {"role": "user", "content": f"{MESSAGES[1]['content']} ({tag}, part {number})"}]
+
+    def raw_side(tag: str) -> None:
+        lines = [
+            json.dumps(
+                {
+                    "custom_id": f"step-{number}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {
+                        "model": _shapes.MODEL,
+                        "messages": messages(tag, number),
+                        "metadata": dict(_shapes.AUDIT),
+                        "store": True,
+                    },
+                }
+            )
+            for number in range(rows)
+        ]
+        uploaded = raw_client.files.create(file=("input.jsonl", "\n".join(lines).encode()), purpose="batch")
+        batch = raw_client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        while batch.status not in FINISHED_STATUSES:
+            time.sleep(poll)
+            batch = raw_client.batches.retrieve(batch.id)
+        assert batch.output_file_id is not None
+        answers = {}
+        for line in raw_client.files.content(batch.output_file_id).content.splitlines():
+            row = json.loads(line)
+            answers[row["custom_id"]] = row["response"]["body"]["choices"][0]["message"]["content"]
+        assert len(answers) == rows
+
+    def ours_side(tag: str) -> None:
+        steps = [{"step": f"step-{number}", "messages": messages(tag, number)} for number in range(rows)]
+        batch_input = client.prepare(steps, metadata=dict(_shapes.AUDIT))
+        batch, created = client.submit(batch_input)
+        assert created
+        batch = client.wait(batch.id, poll_interval=poll, max_poll_interval=poll)
+        assert all(row.ok for row in client.rows(batch, batch_input))
+
+    for side in (raw_side, ours_side):  # warm-up: imports, connections, the schema of the rows
+        side("warm-up")
+    wall: dict[str, list[float]] = {"raw": [], "ours": []}
+    cpu: dict[str, list[float]] = {"raw": [], "ours": []}
+    for round_number in range(repeats):
+        order = [("raw", raw_side), ("ours", ours_side)]
+        for name, side in order if round_number % 2 == 0 else reversed(order):
+            started, started_cpu = time.perf_counter(), time.process_time()
+            side(f"{name}-{round_number}")
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - started_cpu)
+    raw_client.close()
+    client.close()
+    return {"wall": wall, "cpu": cpu}
 
 
 # --- Prefect cost per reasoning task --------------------------------------------------------------------------------

@@ -8,11 +8,14 @@ the per-round difference (arcanos - raw, ms per call).
 
 from __future__ import annotations
 
+from . import _shapes
 from ._common import Bench, Row, median
 
 TARGET = "<= +0.3 ms per call"
 TYPED_TARGET = "<= +0.3 ms per call over the SDK's own parse()"
 TRACED_TARGET = "<= +0.3 ms per call with a span per request"
+GATEWAY_TARGET = "<= +0.3 ms per call behind a LiteLLM-like gateway"
+GATEWAY_ALIAS = "arcanos-reasoning"
 
 
 def run(bench: Bench) -> Row:
@@ -44,12 +47,32 @@ def run_traced(bench: Bench) -> Row:
     )  # fmt: skip
 
 
+def run_gateway(bench: Bench) -> Row:
+    """Behind the fake server in LiteLLM mode: the client verifying the model from the gateway's headers vs the raw SDK.
+
+    Both send the gateway's alias; the client also reads ``x-litellm-model-name`` and the fallback headers, and
+    builds the result's ``GatewayRoute``.
+    """
+    return _compare(
+        bench, "client behind a LiteLLM-like gateway", GATEWAY_TARGET, ours="ArcanosPythonClient, gateway litellm",
+        raw="raw SDK", gateway=True,
+    )  # fmt: skip
+
+
 def _compare(
     bench: Bench, title: str, target: str, *, ours: str, raw: str, baseline: str = "raw OpenAI SDK", **variant: bool
 ) -> Row:
     calls = 50 if bench.quick else 1000
-    server = bench.fake_server(0.0)
-    worker = bench.worker(title.split(" (")[0].replace(" ", "-"), bench.arcanos_env(server.base_url, api_url=None))
+    gateway = variant.get("gateway", False)
+    server = (
+        bench.fake_server(0.0, gateway="litellm", aliases={GATEWAY_ALIAS: _shapes.MODEL})
+        if gateway
+        else bench.fake_server(0.0)
+    )
+    extra = {"ARCANOS_GATEWAY": "litellm", "ARCANOS_GATEWAY_MODEL": GATEWAY_ALIAS} if gateway else {}
+    worker = bench.worker(
+        title.split(" (")[0].replace(" ", "-"), bench.arcanos_env(server.base_url, api_url=None, **extra)
+    )
     reply = worker.call("client_overhead", calls=calls, repeats=bench.repeats, timeout=1800, **variant)
     raw_ms, ours_ms = reply["raw_ms"], reply["ours_ms"]
     overhead = median([mine - theirs for mine, theirs in zip(ours_ms, raw_ms, strict=True)])

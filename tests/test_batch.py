@@ -558,3 +558,20 @@ def test_an_explicit_gateway_refuses_the_batch_path_before_any_request(
     with pytest.raises(ConfigurationError, match=f"ARCANOS_GATEWAY={gateway}"):
         BatchClient()
     assert openai_server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("step", "named"),
+    [
+        ({"step": "q-1", "messages": [{"role": "user", "content": "x"}], "model": "gpt-4o"}, "unknown key 'model'"),
+        ({"step": "q-1", "messages": [{"role": "user", "content": "x"}], "metadata": "ticket"}, "steps[0].metadata"),
+        ({"step": 7, "messages": [{"role": "user", "content": "x"}]}, "steps[0].step"),
+        ({"step": "q-1"}, "steps[0].messages"),
+        ({"step": "q-1", "messages": "hello"}, "messages: must be a non-empty list"),
+        ({"step": "q-1", "messages": [{"role": "user", "content": "x"}], "max_output_tokens": -5}, "max_output_tokens"),
+    ],
+    ids=["model", "metadata", "step-type", "no-messages", "messages-type", "options"],
+)
+def test_a_malformed_step_is_named_before_anything_is_built(step: dict[str, Any], named: str) -> None:
+    with pytest.raises(InvalidReasoningInput, match=re.escape(named)):
+        build_batch_input([step], model=MODEL, api="chat", store=True)

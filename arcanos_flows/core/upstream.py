@@ -337,12 +337,14 @@ class _ResponsesBody(_Wire):
     error: _Problem | None = None
 
 
-def _load(raw: bytes, content_type: str, exchange: Exchange, what: str, model: type[_Wire]) -> Any:
+def _load(raw: bytes | Mapping[str, Any], content_type: str, exchange: Exchange, what: str, model: type[_Wire]) -> Any:
     facts: _Facts = {
         "request_id": exchange.request_id,
         "http_status": exchange.http_status,
         "attempts": exchange.attempts,
     }
+    if isinstance(raw, Mapping):  # a batch row's body, decoded with the row (its file's size was bounded)
+        return _validated(raw, exchange, what, model, facts)
     if len(raw) > MAX_BODY_BYTES:
         raise UpstreamResponseError(
             f"upstream answered HTTP {exchange.http_status} with a {len(raw)}-byte body; "
@@ -356,6 +358,10 @@ def _load(raw: bytes, content_type: str, exchange: Exchange, what: str, model: t
         raise UpstreamResponseError(
             f"upstream answered HTTP {exchange.http_status} with {kind} instead of {what}", **facts
         ) from None
+    return _validated(data, exchange, what, model, facts)
+
+
+def _validated(data: Any, exchange: Exchange, what: str, model: type[_Wire], facts: _Facts) -> Any:
     try:
         return model.model_validate(data)
     except (ValidationError, RecursionError) as exc:
@@ -372,8 +378,10 @@ def _load(raw: bytes, content_type: str, exchange: Exchange, what: str, model: t
         ) from None
 
 
-def read_chat(raw: bytes, content_type: str, exchange: Exchange) -> tuple[str, Completion | Exception]:
-    """Read a Chat Completions body.
+def read_chat(
+    raw: bytes | Mapping[str, Any], content_type: str, exchange: Exchange
+) -> tuple[str, Completion | Exception]:
+    """Read a Chat Completions body (the raw bytes, or a batch row's body already decoded).
 
     Returns:
         The answering model, and either the completion or the error its content amounts to (empty,
@@ -419,7 +427,9 @@ def read_chat(raw: bytes, content_type: str, exchange: Exchange) -> tuple[str, C
     )
 
 
-def read_responses(raw: bytes, content_type: str, exchange: Exchange) -> tuple[str, Completion | Exception]:
+def read_responses(
+    raw: bytes | Mapping[str, Any], content_type: str, exchange: Exchange
+) -> tuple[str, Completion | Exception]:
     """Read a Responses API body; same contract as :func:`read_chat`.
 
     Raises:
