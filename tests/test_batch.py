@@ -24,6 +24,7 @@ import openai
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.exceptions import ParameterTypeError
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Scheduled
@@ -40,6 +41,7 @@ from arcanos_flows.client.batch import (
 from arcanos_flows.client.batch_client import BatchClient
 from arcanos_flows.core.errors import BatchError, ConfigurationError, InvalidReasoningInput
 from arcanos_flows.core.pricing import Pricing
+from arcanos_flows.flows.batch import ROWS_KEY, reasoning_batch_flow
 from arcanos_flows.flows.research import ResearchStepsFailed, research_flow
 from arcanos_flows.prefect.batch import BatchRun, run_reasoning_batch
 from arcanos_flows.testing import FakeOpenAIServer, WebhookReceiver
@@ -575,3 +577,48 @@ def test_an_explicit_gateway_refuses_the_batch_path_before_any_request(
 def test_a_malformed_step_is_named_before_anything_is_built(step: dict[str, Any], named: str) -> None:
     with pytest.raises(InvalidReasoningInput, match=re.escape(named)):
         build_batch_input([step], model=MODEL, api="chat", store=True)
+
+
+# --- the deployable batch flow --------------------------------------------------------------------------------------
+
+
+def rows_artifact(flow_run_id: uuid.UUID) -> list[dict[str, Any]]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    (table,) = [artifact for artifact in found if artifact.key == ROWS_KEY]
+    return json.loads(table.data) if isinstance(table.data, str) else table.data
+
+
+def test_the_batch_flow_returns_its_rows_and_publishes_them(
+    openai_server: FakeOpenAIServer, arcanos_env: dict[str, str], receiver: WebhookReceiver
+) -> None:
+    state = reasoning_batch_flow(steps(3), audit={"ticket": "OPS-3"}, poll_interval=0.1, return_state=True)
+
+    run = state.result()
+    assert list(run.results) == ["q-1", "q-2", "q-3"]
+    rows = rows_artifact(state.state_details.flow_run_id)
+    assert [(row["step"], row["status"]) for row in rows] == [
+        ("q-1", "completed"),
+        ("q-2", "completed"),
+        ("q-3", "completed"),
+    ]
+    assert all(row["input_tokens"] > 0 for row in rows)
+    for line in input_lines(openai_server, run.batch_id):
+        assert line["body"]["metadata"]["ticket"] == "OPS-3"
+        assert line["body"]["metadata"]["prefect.flow"] == "arcanos-reasoning-batch"
+    assert receiver.incidents == []
+
+
+def test_the_batch_flow_fails_on_failed_rows_with_one_incident_per_class_and_none_from_the_flow(
+    openai_server: FakeOpenAIServer, arcanos_env: dict[str, str], receiver: WebhookReceiver
+) -> None:
+    openai_server.batches.answer_with_model({"q-2": "gpt-4o-mini"})
+    state = reasoning_batch_flow(steps(3), poll_interval=0.1, return_state=True)
+
+    assert state.is_failed()
+    assert "1 of 3 rows of batch batch_1 failed (model_enforcement: q-2)" in (state.message or "")
+    (incident,) = no_more_incidents(receiver, 1)
+    assert incident["incident_class"] == "model_enforcement"
+    rows = {row["step"]: row for row in rows_artifact(state.state_details.flow_run_id)}
+    assert rows["q-2"]["status"] == "failed"
+    assert rows["q-2"]["incident_id"] == incident["incident_id"]

@@ -473,3 +473,19 @@ def test_run_research_batch_sends_the_investigations_as_one_batch(
     assert openai_server.batches.created == 1
     assert len(openai_server.completion_requests) == 2
     assert receiver.incidents == []
+
+
+def test_check_behind_litellm_looks_the_alias_up_not_the_fine_tuned_id(
+    cli: Run, env: dict[str, str], openai_server: FakeOpenAIServer
+) -> None:
+    """Behind a gateway, `check` asks for the name requests carry (the proxy lists aliases, not upstream ids)."""
+    done = cli("check", env={**env, "ARCANOS_GATEWAY": "litellm", "ARCANOS_GATEWAY_MODEL": "arcanos-reasoning"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "✓ model" in done.stdout
+    assert "serves arcanos-reasoning" in done.stdout
+    (lookup,) = openai_server.requests
+    assert unquote(lookup.path) == "/v1/models/arcanos-reasoning"
+    openai_server.script(Reply.error(404, code="model_not_found"))
+    done = cli("check", env={**env, "ARCANOS_GATEWAY": "litellm", "ARCANOS_GATEWAY_MODEL": "arcanos-reasoning"})
+    assert done.returncode == 1
+    assert "does not know the alias" in done.stdout

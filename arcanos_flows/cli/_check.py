@@ -132,6 +132,17 @@ def check_model(settings: ArcanosSettings) -> CheckResult:
 
     base_url = settings.openai_base_url or "https://api.openai.com/v1"
     model = settings.fine_tuned_model
+    if settings.gateway == "azure":
+        # Azure serves deployments, not model ids, at the paths requests use; the answer's model is checked per request.
+        return CheckResult(
+            "model",
+            True,
+            f"not looked up behind Azure: requests go to deployment {settings.requested_model} at {base_url}, and "
+            f"every answer must name {model}",
+        )
+    if settings.gateway == "litellm" or settings.requested_model != model:
+        # A LiteLLM proxy lists its aliases (model_name): the name requests carry is what it must know.
+        return _check_alias(settings, base_url)
     client = openai.OpenAI(
         api_key=settings.openai_api_key.get_secret_value(),
         base_url=settings.openai_base_url,
@@ -160,6 +171,40 @@ def check_model(settings: ArcanosSettings) -> CheckResult:
     if not model_matches(model, found.id):
         return CheckResult("model", False, f"{base_url} answered with another model: {redact(found.id)}")
     return CheckResult("model", True, f"{model} is available at {base_url}")
+
+
+def _check_alias(settings: ArcanosSettings, base_url: str) -> CheckResult:
+    """Behind a gateway: ``GET /models/{alias}`` for the name requests carry (the model is verified per answer)."""
+    import openai
+
+    alias, model = settings.requested_model, settings.fine_tuned_model
+    client = openai.OpenAI(
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url,
+        timeout=min(settings.request_timeout, _PROBE_TIMEOUT),
+        max_retries=0,
+    )
+    try:
+        with client:
+            found = client.models.retrieve(alias)
+    except openai.APIStatusError as exc:
+        request_id = redact(str(exc.request_id))
+        return CheckResult(
+            "model",
+            False,
+            f"GET /models/{alias} at {base_url} answered HTTP {exc.status_code} (the gateway does not know the alias "
+            f"ARCANOS_GATEWAY_MODEL, or this key may not use it); request {request_id}",
+        )
+    except openai.APIError as exc:
+        problem = classify(exc).incident_class.value
+        return CheckResult("model", False, f"cannot reach {base_url}: {problem} ({type(exc).__name__})")
+    if found.id != alias:
+        return CheckResult("model", False, f"{base_url} answered GET /models/{alias} with {redact(found.id)}")
+    return CheckResult(
+        "model",
+        True,
+        f"the gateway at {base_url} serves {alias}; every answer must come from {model} (checked per request)",
+    )
 
 
 def _signed_ping(settings: NotifierSettings) -> tuple[bytes, dict[str, str]]:

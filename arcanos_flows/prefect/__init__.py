@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from arcanos_flows._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from arcanos_flows.flows.batch import reasoning_batch_flow
     from arcanos_flows.flows.maintenance import maintenance_check_flow
     from arcanos_flows.flows.relay import incident_relay_flow
     from arcanos_flows.flows.research import ResearchReport, ResearchStepsFailed, StepRecord, research_flow
@@ -112,6 +113,7 @@ _EXPORTS = {
     "StepRecord": "arcanos_flows.flows.research",
     "research_flow": "arcanos_flows.flows.research",
     "maintenance_check_flow": "arcanos_flows.flows.maintenance",
+    "reasoning_batch_flow": "arcanos_flows.flows.batch",
     "incident_relay_flow": "arcanos_flows.flows.relay",
 }
 
@@ -145,6 +147,7 @@ __all__ = [
     "maintenance_check_flow",
     "notify_maintenance",
     "publish_check_artifact",
+    "reasoning_batch_flow",
     "reasoning_cache_key",
     "register_environment_secrets",
     "report",
