@@ -125,24 +125,42 @@ def settings_table(settings: ArcanosSettings | None, *, from_block: bool = False
 
 
 def check_model(settings: ArcanosSettings) -> CheckResult:
-    """Look the enforced model up with ``GET /models/{id}`` on the configured endpoint."""
-    import openai
-
+    """Look the enforced model up with ``GET /models/{id}`` on the configured endpoint (behind LiteLLM: its alias)."""
     from arcanos_flows.client import model_matches
 
     base_url = settings.openai_base_url or "https://api.openai.com/v1"
-    model = settings.fine_tuned_model
+    model, alias = settings.fine_tuned_model, settings.requested_model
     if settings.gateway == "azure":
         # Azure serves deployments, not model ids, at the paths requests use; the answer's model is checked per request.
         return CheckResult(
             "model",
             True,
-            f"not looked up behind Azure: requests go to deployment {settings.requested_model} at {base_url}, and "
-            f"every answer must name {model}",
+            f"not looked up behind Azure: requests go to deployment {alias} at {base_url}, and every answer must "
+            f"name {model}",
         )
-    if settings.gateway == "litellm" or settings.requested_model != model:
+    if settings.gateway == "litellm" or alias != model:
         # A LiteLLM proxy lists its aliases (model_name): the name requests carry is what it must know.
-        return _check_alias(settings, base_url)
+        found = _lookup(settings, alias, base_url, "the gateway does not know the alias ARCANOS_GATEWAY_MODEL")
+        if isinstance(found, CheckResult):
+            return found
+        if found != alias:
+            return CheckResult("model", False, f"{base_url} answered GET /models/{alias} with {redact(found)}")
+        return CheckResult(
+            "model", True, f"the gateway at {base_url} serves {alias}; every answer must come from {model} (checked "
+            "per request)",
+        )  # fmt: skip
+    found = _lookup(settings, model, base_url, "the model does not exist at this endpoint, or this key has no access")
+    if isinstance(found, CheckResult):
+        return found
+    if not model_matches(model, found):
+        return CheckResult("model", False, f"{base_url} answered with another model: {redact(found)}")
+    return CheckResult("model", True, f"{model} is available at {base_url}")
+
+
+def _lookup(settings: ArcanosSettings, name: str, base_url: str, not_found: str) -> str | CheckResult:
+    """``GET /models/{name}``: the id the endpoint answered, or the failed check saying why."""
+    import openai
+
     client = openai.OpenAI(
         api_key=settings.openai_api_key.get_secret_value(),
         base_url=settings.openai_base_url,
@@ -151,60 +169,20 @@ def check_model(settings: ArcanosSettings) -> CheckResult:
     )
     try:
         with client:
-            found = client.models.retrieve(model)
+            return client.models.retrieve(name).id
     except openai.APIStatusError as exc:
-        facts = classify(exc)
-        hint = {
-            404: "the model does not exist at this endpoint, or this key has no access to it",
-            401: "the API key was rejected",
-            403: "the API key may not use this model",
-        }.get(exc.status_code, facts.incident_class.value)
+        hint = {404: not_found, 401: "the API key was rejected", 403: "the API key may not use this model"}.get(
+            exc.status_code, classify(exc).incident_class.value
+        )
         request_id = redact(str(exc.request_id))  # a proxy may echo anything there, the key included
         return CheckResult(
             "model",
             False,
-            f"GET /models/{model} at {base_url} answered HTTP {exc.status_code} ({hint}); request {request_id}",
+            f"GET /models/{name} at {base_url} answered HTTP {exc.status_code} ({hint}); request {request_id}",
         )
     except openai.APIError as exc:
         problem = classify(exc).incident_class.value
         return CheckResult("model", False, f"cannot reach {base_url}: {problem} ({type(exc).__name__})")
-    if not model_matches(model, found.id):
-        return CheckResult("model", False, f"{base_url} answered with another model: {redact(found.id)}")
-    return CheckResult("model", True, f"{model} is available at {base_url}")
-
-
-def _check_alias(settings: ArcanosSettings, base_url: str) -> CheckResult:
-    """Behind a gateway: ``GET /models/{alias}`` for the name requests carry (the model is verified per answer)."""
-    import openai
-
-    alias, model = settings.requested_model, settings.fine_tuned_model
-    client = openai.OpenAI(
-        api_key=settings.openai_api_key.get_secret_value(),
-        base_url=settings.openai_base_url,
-        timeout=min(settings.request_timeout, _PROBE_TIMEOUT),
-        max_retries=0,
-    )
-    try:
-        with client:
-            found = client.models.retrieve(alias)
-    except openai.APIStatusError as exc:
-        request_id = redact(str(exc.request_id))
-        return CheckResult(
-            "model",
-            False,
-            f"GET /models/{alias} at {base_url} answered HTTP {exc.status_code} (the gateway does not know the alias "
-            f"ARCANOS_GATEWAY_MODEL, or this key may not use it); request {request_id}",
-        )
-    except openai.APIError as exc:
-        problem = classify(exc).incident_class.value
-        return CheckResult("model", False, f"cannot reach {base_url}: {problem} ({type(exc).__name__})")
-    if found.id != alias:
-        return CheckResult("model", False, f"{base_url} answered GET /models/{alias} with {redact(found.id)}")
-    return CheckResult(
-        "model",
-        True,
-        f"the gateway at {base_url} serves {alias}; every answer must come from {model} (checked per request)",
-    )
 
 
 def _signed_ping(settings: NotifierSettings) -> tuple[bytes, dict[str, str]]:
