@@ -43,6 +43,7 @@ from arcanos_flows.core.errors import BatchError, ConfigurationError, InvalidRea
 from arcanos_flows.core.pricing import Pricing
 from arcanos_flows.flows.batch import ROWS_KEY, reasoning_batch_flow
 from arcanos_flows.flows.research import ResearchStepsFailed, research_flow
+from arcanos_flows.prefect.batch import PROGRESS_KEY as BATCH_PROGRESS_KEY
 from arcanos_flows.prefect.batch import BatchRun, run_reasoning_batch
 from arcanos_flows.testing import FakeOpenAIServer, WebhookReceiver
 from tests.conftest import API_KEY, MODEL
@@ -622,3 +623,19 @@ def test_the_batch_flow_fails_on_failed_rows_with_one_incident_per_class_and_non
     rows = {row["step"]: row for row in rows_artifact(state.state_details.flow_run_id)}
     assert rows["q-2"]["status"] == "failed"
     assert rows["q-2"]["incident_id"] == incident["incident_id"]
+
+
+def test_the_batch_shows_its_progress_while_the_task_waits(
+    openai_server: FakeOpenAIServer, arcanos_env: dict[str, str]
+) -> None:
+    openai_server.batches.delay = 1.5
+    state = batch_flow(6, return_state=True)
+
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    (progress,) = [artifact for artifact in found if artifact.key == BATCH_PROGRESS_KEY]
+    assert float(progress.data) == 100
+    assert progress.description == "Batch batch_1: 6 of 6 rows (completed)"

@@ -26,12 +26,13 @@ from typing import Any
 
 from openai.types import Batch
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict, Field
 
 from arcanos_flows.client.batch import MAX_BATCH_FILE_BYTES, MAX_BATCH_REQUESTS, BatchRow, BatchStep
-from arcanos_flows.client.batch_client import BatchClient, BatchStatus, status_history
+from arcanos_flows.client.batch_client import FINISHED_STATUSES, BatchClient, BatchStatus, status_history
 from arcanos_flows.core.errors import ArcanosError, BatchError, IncidentClass, classify
 from arcanos_flows.core.metadata import MetadataValue
 from arcanos_flows.core.redaction import redact
@@ -44,8 +45,10 @@ from arcanos_flows.prefect.credentials import ArcanosCredentials, resolve_settin
 from arcanos_flows.prefect.runs import incident_id_for, request_identity, run_context
 from arcanos_flows.prefect.tasks import retry_transient_failures
 
-__all__ = ["SOURCE", "BatchRowFailure", "BatchRun", "run_reasoning_batch"]
+__all__ = ["PROGRESS_KEY", "SOURCE", "BatchRowFailure", "BatchRun", "run_reasoning_batch"]
 
+PROGRESS_KEY = "arcanos-batch-progress"
+"""The key of the progress artifact a batch shows while the task waits for it (rows finished, status)."""
 SOURCE = "arcanos_flows.batch"
 """The ``source`` of the incidents about a batch's failed rows (a failed batch is reported by the task hook)."""
 logger = logging.getLogger("arcanos_flows.batch")
@@ -212,8 +215,10 @@ def run_reasoning_batch(
             batch_input.fingerprint[:12],
         )
         seen = [batch.status]
+        progress = _BatchProgress(batch.id, len(batch_input.custom_ids))
 
         def on_poll(polled: Batch) -> None:
+            progress.show(polled)
             if polled.status != seen[-1]:
                 seen.append(polled.status)
                 counts = polled.request_counts
@@ -259,6 +264,31 @@ def run_reasoning_batch(
         usage=usage,
         incidents=incident_ids,
     )
+
+
+class _BatchProgress:
+    """The batch's progress in the UI while the task waits: a progress artifact, updated when its row counts change."""
+
+    def __init__(self, batch_id: str, steps: int) -> None:
+        self.batch_id, self.steps = batch_id, steps
+        self.shown: tuple[str, int] | None = None
+        self.artifact_id: Any = None
+
+    def show(self, batch: Batch) -> None:
+        counts = batch.request_counts
+        done = (counts.completed + counts.failed) if counts is not None else 0
+        if (batch.status, done) == self.shown:
+            return
+        self.shown = (batch.status, done)
+        percent = 100.0 if batch.status in FINISHED_STATUSES else 100.0 * done / self.steps
+        description = f"Batch {self.batch_id}: {done} of {self.steps} rows ({batch.status})"
+        try:
+            if self.artifact_id is None:
+                self.artifact_id = create_progress_artifact(progress=percent, key=PROGRESS_KEY, description=description)
+            else:
+                update_progress_artifact(self.artifact_id, progress=percent, description=description)
+        except Exception as exc:  # the batch's rows matter, not its progress bar
+            logger.warning("Could not show the progress of batch %s: %s", self.batch_id, redact(str(exc)))
 
 
 def _attach_batch_context(error: ArcanosError, model: str) -> None:
