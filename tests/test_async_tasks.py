@@ -19,6 +19,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from arcanos_flows.core.results import ReasoningResult
@@ -80,9 +81,25 @@ def in_async_flow(body: Callable[[], Awaitable[Any]], name: str = FLOW_NAME) -> 
     return state
 
 
-def read_task_run(task_run_id: str) -> TaskRun:
+def read_task_run(task_run_id: str, timeout: float = 15) -> TaskRun:
+    """The task run, once the server has recorded it (from the events the task emits; under load, after the flow)."""
+    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        return client.read_task_run(uuid.UUID(task_run_id))
+        while True:
+            try:
+                return client.read_task_run(uuid.UUID(task_run_id))
+            except (ObjectNotFound, PrefectHTTPStatusError):
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+
+
+def task_run_name(task_run_id: str) -> str | None:
+    """The task run's name, or ``None`` while the server has not recorded the run yet."""
+    try:
+        return read_task_run(task_run_id).name
+    except (ObjectNotFound, PrefectHTTPStatusError):
+        return None
 
 
 def sent_metadata(server: FakeOpenAIServer) -> list[dict[str, str]]:
@@ -136,8 +153,9 @@ def test_arun_simple_prompt_sends_one_user_turn_in_a_prompt_run(
     assert request.json["metadata"]["intent"] == "status"
     task_run_id = request.json["metadata"]["prefect.task_run_id"]
     deadline = time.monotonic() + 15
-    # The server names the run from the events the task emits; under load they may land a moment after the flow ends.
-    while (name := read_task_run(task_run_id).name) != "prompt[status]" and time.monotonic() < deadline:
+    # The server records the run (and its name) from the events the task emits; under load they may land a moment
+    # after the flow ends, and until then the API answers 404 for the task run.
+    while (name := task_run_name(task_run_id)) != "prompt[status]" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert name == "prompt[status]"
 

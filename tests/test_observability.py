@@ -141,6 +141,33 @@ def test_a_failed_task_run_names_its_incident_in_its_state_message_and_logs_its_
     assert task_run.empirical_policy.retry_delay == 2  # a number: the UI no longer shows NaN
 
 
+def test_a_failed_flow_run_message_lists_every_incident_its_run_raised_with_its_delivery(
+    openai_server: FakeOpenAIServer, arcanos_env: dict[str, str], receiver: WebhookReceiver
+) -> None:
+    """Two steps fail on different causes: the flow run's message counts both incidents, with class and delivery."""
+    openai_server.script(Reply.error(401), Reply.other_model("gpt-4o-mini"))
+
+    @arcanos_flow(name="arcanos-test-observe-two")
+    def two_failures() -> Any:
+        first = run_reasoning.submit(MESSAGES, step="one")
+        first.wait()
+        second = run_reasoning.submit(MESSAGES, step="two")
+        second.wait()
+        return first.result(), second.result()
+
+    state = two_failures(return_state=True)
+
+    assert state.is_failed()
+    incidents = [json.loads(delivery.body) for delivery in receiver.wait_for(2)]
+    time.sleep(0.5)
+    assert len(receiver.deliveries) == 2  # and none from the flow
+    message = state.message or ""
+    assert "[2 incidents raised: " in message
+    for incident in incidents:
+        assert f"{incident['incident_id']} ({incident['incident_class']}, delivered)" in message
+    assert {incident["incident_class"] for incident in incidents} == {"authentication", "model_enforcement"}
+
+
 def test_a_flow_failing_on_its_own_names_the_flow_hook_as_the_source(
     arcanos_env: dict[str, str], receiver: WebhookReceiver
 ) -> None:

@@ -330,7 +330,7 @@ def _report_failed_rows(
             },
         ).model_copy(update={"reason": _reason(batch, incident_class, failed)})
         delivered = hooks.report(incident, notifier)
-        hooks.record_delivery(delivered.incident_id, notifier.delivery_of(delivered))
+        hooks.record_delivery(delivered.incident_id, notifier.delivery_of(delivered), delivered)
         incident_ids.append(str(delivered.incident_id))
         _log().warning(
             "Batch %s: %d row(s) failed with %s; incident %s %s",

@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import Flow, tags
-from prefect.context import TagsContext
+from prefect.context import FlowRunContext, TagsContext
 from prefect.utilities.hashing import file_hash
 from pydantic import SecretStr
 
@@ -52,24 +52,55 @@ def _without_added_tags() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _with_incidents_raised() -> Iterator[None]:
+    """A failing flow's exception lists the incidents its run raised (how many, ids, classes and deliveries).
+
+    The flow run's state message is the exception's text, so the UI's run page names every incident of the run, not
+    only the failing step's.
+    """
+    try:
+        yield
+    except Exception as error:
+        flow_context = FlowRunContext.get()
+        flow_run = flow_context.flow_run if flow_context is not None else None
+        raised = hooks.raised_in_flow_run(flow_run.id if flow_run is not None else None)
+        if raised:
+            _note(error, raised)
+        raise
+
+
+def _note(error: Exception, raised: list[tuple[Any, str, str]]) -> None:
+    count = f"{len(raised)} incident{'s' if len(raised) > 1 else ''} raised"
+    note = (
+        f"[{count}: " + ", ".join(f"{incident_id} ({kind}, {outcome})" for incident_id, kind, outcome in raised) + "]"
+    )
+    if error.args and isinstance(error.args[0], str) and note not in error.args[0]:
+        error.args = (f"{error.args[0]} {note}", *error.args[1:])
+    message = getattr(error, "message", None)
+    if isinstance(message, str) and note not in message:
+        with contextlib.suppress(AttributeError, TypeError):
+            error.message = f"{message} {note}"  # type: ignore[attr-defined]
+
+
 def _untagged_body(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn``, run without the tags its flow run was given by :meth:`ArcanosFlow.__call__`.
 
     The wrapper is built on ``fn``'s globals (it uses none of its own: ``fn`` and the context manager are closure
     cells), so that Prefect resolves the parameters' string annotations in ``fn``'s module as before.
     """
-    untagged = _without_added_tags
+    untagged, summarised = _without_added_tags, _with_incidents_raised
     body: Callable[..., Any]  # a coroutine function or a plain one, like fn
     if inspect.iscoroutinefunction(fn):
 
         async def body(*args: Any, **kwargs: Any) -> Any:
-            with untagged():
+            with untagged(), summarised():
                 return await fn(*args, **kwargs)
 
     else:
 
         def body(*args: Any, **kwargs: Any) -> Any:
-            with untagged():
+            with untagged(), summarised():
                 return fn(*args, **kwargs)
 
     rebuilt = types.FunctionType(body.__code__, fn.__globals__, body.__name__, None, body.__closure__)

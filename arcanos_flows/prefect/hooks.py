@@ -54,6 +54,7 @@ __all__ = [
     "flow_on_cancellation",
     "flow_on_crashed",
     "flow_on_failure",
+    "raised_in_flow_run",
     "record_delivery",
     "report",
     "task_on_failure",
@@ -81,6 +82,9 @@ _deliveries: OrderedDict[uuid.UUID, str] = OrderedDict()
 # `serve` process sees many runs and only the most recent ones can still fail.
 _reported_in_flow_run: OrderedDict[str, set[uuid.UUID]] = OrderedDict()
 _REMEMBERED_FLOW_RUNS = 1024
+# Every incident the hooks and the batch task of this process raised for a flow run, in order, with its class and
+# delivery: what the flow run's failure message lists (`raised_in_flow_run`).
+_raised: OrderedDict[str, dict[uuid.UUID, tuple[str, str]]] = OrderedDict()
 
 
 def bind_notifier(task_run_id: uuid.UUID, notifier: MaintenanceNotifier | None) -> None:
@@ -269,24 +273,44 @@ def _report_task_failure(task_run: TaskRun, state: State) -> None:
             keep_picklable(error)
         _remember_task_failure(delivered)
         outcome = notifier.delivery_of(delivered)
-        record_delivery(delivered.incident_id, outcome)
+        record_delivery(delivered.incident_id, outcome, delivered)
         _log_delivery(task_run, delivered, outcome)
     except Exception:
         logger.exception("arcanos-flows could not report the failure of task run %s", getattr(task_run, "id", "?"))
 
 
-def record_delivery(incident_id: uuid.UUID, outcome: str) -> None:
-    """Remember how an incident about a run was delivered, for :func:`delivery_of` (reports show it).
+def record_delivery(incident_id: uuid.UUID, outcome: str, incident: Incident | None = None) -> None:
+    """Remember how an incident about a run was delivered, for :func:`delivery_of` and :func:`raised_in_flow_run`.
 
     Examples:
         >>> record_delivery(uuid.UUID(int=7), "spooled")
         >>> delivery_of(uuid.UUID(int=7))
         'spooled'
     """
+    flow_run_id = incident.context.get("flow_run_id") if incident is not None else None
     with _lock:
         _deliveries[incident_id] = outcome
         while len(_deliveries) > 10 * _REMEMBERED_FLOW_RUNS:
             _deliveries.popitem(last=False)
+        if incident is not None and flow_run_id:
+            _raised.setdefault(str(flow_run_id), {})[incident_id] = (incident.incident_class.value, outcome)
+            _raised.move_to_end(str(flow_run_id))
+            while len(_raised) > _REMEMBERED_FLOW_RUNS:
+                _raised.popitem(last=False)
+
+
+def raised_in_flow_run(flow_run_id: uuid.UUID | str | None) -> list[tuple[uuid.UUID, str, str]]:
+    """The incidents this process's hooks and batch tasks raised for a flow run: ``(id, class, delivery)``, in order.
+
+    Examples:
+        >>> raised_in_flow_run(None)
+        []
+    """
+    if flow_run_id is None:
+        return []
+    with _lock:
+        raised = _raised.get(str(flow_run_id), {})
+        return [(incident_id, incident_class, outcome) for incident_id, (incident_class, outcome) in raised.items()]
 
 
 def delivery_of(incident_id: uuid.UUID | str | None) -> str | None:
