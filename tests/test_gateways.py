@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,20 @@ def test_the_request_id_is_the_upstreams_behind_litellm(
     assert result.request_id == "req_1"
     assert result.gateway is not None
     assert result.gateway.call_id
+
+
+def test_a_body_naming_a_third_model_is_refused_whatever_the_header_says(
+    make_settings: Callable[..., ArcanosSettings], openai_server: FakeOpenAIServer, receiver: WebhookReceiver
+) -> None:
+    """Under the default `auto`, a header claiming the enforced model does not outweigh a body naming another one."""
+    openai_server.script(replace(Reply.other_model("gpt-4o-mini"), headers={"x-litellm-model-name": f"openai/{MODEL}"}))
+    client = ArcanosPythonClient(make_settings(fine_tuned_model=MODEL))
+
+    with pytest.raises(ModelEnforcementError, match="body names gpt-4o-mini while x-litellm-model-name reports"):
+        client.run_reasoning(QUESTION)
+
+    (incident,) = [delivery.json for delivery in receiver.wait_for(1)]
+    assert incident["incident_class"] == "model_enforcement"
 
 
 def test_a_swapped_deployment_raises_with_exactly_one_incident(

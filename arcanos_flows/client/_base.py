@@ -269,6 +269,16 @@ class ClientCore:
         )
         if route is not None and route.gateway == "litellm" and route.reported_model is not None:
             model = verified_name(route.reported_model, self.model)
+            if answered_model != self.requested_model and not model_matches(self.model, answered_model):
+                # LiteLLM names the body after the request (the alias): a body naming a third model contradicts the
+                # header, and the header alone is not trusted over it.
+                raise ModelEnforcementError(
+                    f"{asked} but the answer's body names {answered_model} while x-litellm-model-name reports "
+                    f"{route.reported_model} (request {exchange.request_id}); a LiteLLM proxy names the body after the "
+                    "request, so this answer did not come through one as configured: arcanos-flows never accepts it",
+                    actual_model=answered_model,
+                    **facts,
+                )
             if model_matches(self.model, model):
                 return model
             if route.fallbacks:
