@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from arcanos_flows.core.redaction import redact
-from arcanos_flows.core.settings import CREDENTIALS_BLOCK_VARIABLE
+from arcanos_flows.core.variables import CREDENTIALS_BLOCK_VARIABLE
 
 if TYPE_CHECKING:
     from arcanos_flows.cli._server import PrefectTarget

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from arcanos_flows.core.errors import ConfigurationError
 from arcanos_flows.core.pricing import Pricing
 from arcanos_flows.core.redaction import redact, register_secret, register_token
+from arcanos_flows.core.variables import CREDENTIALS_BLOCK_VARIABLE, ENV_FILE_VARIABLE
 
 __all__ = [
     "CREDENTIALS_BLOCK_VARIABLE",
@@ -34,9 +35,6 @@ __all__ = [
     "settings_from_environment",
 ]
 
-ENV_FILE_VARIABLE = "ARCANOS_ENV_FILE"
-CREDENTIALS_BLOCK_VARIABLE = "ARCANOS_CREDENTIALS_BLOCK"
-"""Names a Prefect ``ArcanosCredentials`` block to load the settings from (:mod:`arcanos_flows.prefect.credentials`)."""
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,255}")
 _WEBHOOK_SECRET = re.compile(r"whsec_([A-Za-z0-9+/]+={0,2})")
 _MIN_SECRET_BYTES = 16
