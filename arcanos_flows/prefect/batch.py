@@ -329,8 +329,13 @@ def _report_failed_rows(
                 "custom_ids": custom_ids[:_SHOWN_IDS],
             },
         ).model_copy(update={"reason": _reason(batch, incident_class, failed)})
-        delivered = hooks.report(incident, notifier)
-        hooks.record_delivery(delivered.incident_id, notifier.delivery_of(delivered), delivered)
+        if hooks.delivery_of(incident_id) is not None:
+            # A re-attached try in this process already reported this class of this batch's rows.
+            delivered, outcome = incident, "already reported"
+        else:
+            delivered = hooks.report(incident, notifier)
+            outcome = notifier.delivery_of(delivered)
+            hooks.record_delivery(delivered.incident_id, outcome, delivered)
         incident_ids.append(str(delivered.incident_id))
         _log().warning(
             "Batch %s: %d row(s) failed with %s; incident %s %s",
@@ -338,7 +343,7 @@ def _report_failed_rows(
             len(failed),
             incident_class,
             delivered.incident_id,
-            notifier.delivery_of(delivered),
+            outcome,
         )
         for row in failed:
             assert row.error is not None
