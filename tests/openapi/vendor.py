@@ -26,6 +26,7 @@ ROOTS = (
     "CreateBatchRequest",
     "OpenAIFile",
     "ListBatchesResponse",
+    "DeleteFileResponse",
 )
 PREFIX = "#/components/schemas/"
 
