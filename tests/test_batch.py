@@ -7,6 +7,8 @@ class; bad input is refused before anything is uploaded.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import re
@@ -639,3 +641,45 @@ def test_the_batch_shows_its_progress_while_the_task_waits(
     (progress,) = [artifact for artifact in found if artifact.key == BATCH_PROGRESS_KEY]
     assert float(progress.data) == 100
     assert progress.description == "Batch batch_1: 6 of 6 rows (completed)"
+
+
+# --- async flows ----------------------------------------------------------------------------------------------------
+
+
+def test_in_an_async_flow_the_batch_is_awaited_and_the_event_loop_runs_on_while_it_waits(
+    openai_server: FakeOpenAIServer, arcanos_env: dict[str, str]
+) -> None:
+    """`await run_reasoning_batch(...)` runs the async twin: a ticker keeps ticking while the batch takes 1.5 s."""
+    openai_server.batches.delay = 1.5
+
+    @flow(name="arcanos-test-batch-async")
+    async def nightly() -> tuple[BatchRun, float, int]:
+        ticks: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            while not done.is_set():
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.05)
+
+        ticking = asyncio.create_task(ticker())
+        run = await run_reasoning_batch(steps(4), name="async", poll_interval=0.05, max_poll_interval=0.2)
+        done.set()
+        await ticking
+        gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+        return run, max(gaps), len(ticks)
+
+    state = asyncio.run(nightly(return_state=True))
+    run, longest_gap, ticks = state.result()
+
+    assert list(run.results) == ["q-1", "q-2", "q-3", "q-4"]
+    assert ticks > 15  # the loop ticked through the 1.5 s the batch took
+    assert longest_gap < 0.5, longest_gap
+    assert openai_server.batches.created == 1
+    assert input_lines(openai_server, run.batch_id)[0]["body"]["metadata"]["prefect.flow"] == "arcanos-test-batch-async"
+    with get_client(sync_client=True) as client:  # the progress artifact, written from the worker thread
+        found = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    (progress,) = [artifact for artifact in found if artifact.key == BATCH_PROGRESS_KEY]
+    assert progress.description == "Batch batch_1: 4 of 4 rows (completed)"

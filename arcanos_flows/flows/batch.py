@@ -93,7 +93,7 @@ def reasoning_batch_flow(
     """
     if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)) or not poll_interval > 0:
         raise InvalidReasoningInput(f"reasoning_batch_flow(poll_interval={poll_interval!r}): must be positive seconds")
-    run = run_reasoning_batch(
+    run: BatchRun = run_reasoning_batch(
         steps,
         name=name,
         metadata=audit,

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from arcanos_flows.flows.research import ResearchReport, ResearchStepsFailed, StepRecord, research_flow
     from arcanos_flows.prefect.artifacts import publish_check_artifact
     from arcanos_flows.prefect.automations import install_automations, uninstall_automations
-    from arcanos_flows.prefect.batch import BatchRowFailure, BatchRun, run_reasoning_batch
+    from arcanos_flows.prefect.batch import BatchRowFailure, BatchRun, arun_reasoning_batch, run_reasoning_batch
     from arcanos_flows.prefect.budget import RunBudget, current_budget, run_budget
     from arcanos_flows.prefect.caching import REASONING_CACHE, ReasoningCachePolicy, reasoning_cache_key
     from arcanos_flows.prefect.credentials import (
@@ -101,6 +101,7 @@ _EXPORTS = {
     "BatchRowFailure": "arcanos_flows.prefect.batch",
     "BatchRun": "arcanos_flows.prefect.batch",
     "run_reasoning_batch": "arcanos_flows.prefect.batch",
+    "arun_reasoning_batch": "arcanos_flows.prefect.batch",
     "current_budget": "arcanos_flows.prefect.budget",
     "run_budget": "arcanos_flows.prefect.budget",
     "uninstall_automations": "arcanos_flows.prefect.automations",
@@ -133,6 +134,7 @@ __all__ = [
     "StepRecord",
     "arcanos_flow",
     "arun_reasoning",
+    "arun_reasoning_batch",
     "arun_simple_prompt",
     "bind_notifier",
     "current_budget",

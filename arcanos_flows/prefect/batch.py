@@ -19,6 +19,7 @@ failed steps of class ``batch_expired`` / ``batch_cancelled`` and are not resubm
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -43,9 +44,9 @@ from arcanos_flows.prefect import hooks
 from arcanos_flows.prefect.budget import current_budget
 from arcanos_flows.prefect.credentials import ArcanosCredentials, resolve_settings
 from arcanos_flows.prefect.runs import incident_id_for, request_identity, run_context
-from arcanos_flows.prefect.tasks import retry_transient_failures
+from arcanos_flows.prefect.tasks import _awaitable_step, retry_transient_failures
 
-__all__ = ["PROGRESS_KEY", "SOURCE", "BatchRowFailure", "BatchRun", "run_reasoning_batch"]
+__all__ = ["PROGRESS_KEY", "SOURCE", "BatchRowFailure", "BatchRun", "arun_reasoning_batch", "run_reasoning_batch"]
 
 PROGRESS_KEY = "arcanos-batch-progress"
 """The key of the progress artifact a batch shows while the task waits for it (rows finished, status)."""
@@ -123,17 +124,63 @@ def _batch_metadata(identity: Mapping[str, str], name: str, count: int) -> dict[
     return {**kept, "arcanos.batch": name[:512], "arcanos.steps": str(count)}
 
 
-@task(
-    name="arcanos-reasoning-batch",
-    task_run_name="reasoning-batch[{name}]",
-    retries=2,
-    retry_delay_seconds=10,
-    retry_condition_fn=retry_transient_failures,
-    on_failure=[hooks.task_on_failure],
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    result_serializer="json",
-)
+_BATCH_OPTIONS: dict[str, Any] = {
+    "name": "arcanos-reasoning-batch",
+    "task_run_name": "reasoning-batch[{name}]",
+    "retries": 2,
+    "retry_delay_seconds": 10,
+    "retry_condition_fn": retry_transient_failures,
+    "on_failure": [hooks.task_on_failure],
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+    "result_serializer": "json",
+}
+
+
+@task(**_BATCH_OPTIONS)
+async def arun_reasoning_batch(
+    steps: Sequence[BatchStep | Mapping[str, Any]],
+    *,
+    name: str = "batch",
+    metadata: Mapping[str, MetadataValue] | None = None,
+    output_type: Any = None,
+    poll_interval: float = 5.0,
+    max_poll_interval: float = 60.0,
+    max_wait: float = 25 * 3600.0,
+    max_requests: int = MAX_BATCH_REQUESTS,
+    max_file_bytes: int = MAX_BATCH_FILE_BYTES,
+    credentials: ArcanosCredentials | None = None,
+) -> BatchRun:
+    """The async twin of :func:`run_reasoning_batch`, for async flows: the batch is polled in a worker thread.
+
+    The event loop serves the flow's other steps while the batch runs (hours, at most ``max_wait``).
+    ``await run_reasoning_batch(...)`` in an async flow runs this task.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... async def nightly(questions: list[str]) -> int:
+        ...     run = await arun_reasoning_batch(
+        ...         [{"step": f"q-{n}", "messages": [{"role": "user", "content": q}]} for n, q in enumerate(questions)]
+        ...     )
+        ...     return len(run.results)
+    """
+    return await asyncio.to_thread(
+        _run_batch,
+        steps,
+        name=name,
+        metadata=metadata,
+        output_type=output_type,
+        poll_interval=poll_interval,
+        max_poll_interval=max_poll_interval,
+        max_wait=max_wait,
+        max_requests=max_requests,
+        max_file_bytes=max_file_bytes,
+        credentials=credentials,
+    )
+
+
+@_awaitable_step(arun_reasoning_batch, **_BATCH_OPTIONS)
 def run_reasoning_batch(
     steps: Sequence[BatchStep | Mapping[str, Any]],
     *,
@@ -185,7 +232,36 @@ def run_reasoning_batch(
                     metadata={"source": "nightly-research"},
                 )
                 return {step: result.content for step, result in run.results.items()}
+
+        In an async flow, ``await run_reasoning_batch(...)`` runs :func:`arun_reasoning_batch`.
     """
+    return _run_batch(
+        steps,
+        name=name,
+        metadata=metadata,
+        output_type=output_type,
+        poll_interval=poll_interval,
+        max_poll_interval=max_poll_interval,
+        max_wait=max_wait,
+        max_requests=max_requests,
+        max_file_bytes=max_file_bytes,
+        credentials=credentials,
+    )
+
+
+def _run_batch(
+    steps: Sequence[BatchStep | Mapping[str, Any]],
+    *,
+    name: str,
+    metadata: Mapping[str, MetadataValue] | None,
+    output_type: Any,
+    poll_interval: float,
+    max_poll_interval: float,
+    max_wait: float,
+    max_requests: int,
+    max_file_bytes: int,
+    credentials: ArcanosCredentials | None,
+) -> BatchRun:
     settings = resolve_settings(credentials)
     budget = current_budget()
     if budget is not None:
@@ -284,9 +360,17 @@ class _BatchProgress:
         description = f"Batch {self.batch_id}: {done} of {self.steps} rows ({batch.status})"
         try:
             if self.artifact_id is None:
-                self.artifact_id = create_progress_artifact(progress=percent, key=PROGRESS_KEY, description=description)
+                # _sync: the async twin polls in a worker thread, where Prefect would otherwise hand back coroutines.
+                self.artifact_id = create_progress_artifact(
+                    progress=percent,
+                    key=PROGRESS_KEY,
+                    description=description,
+                    _sync=True,  # type: ignore[call-arg]
+                )
             else:
-                update_progress_artifact(self.artifact_id, progress=percent, description=description)
+                update_progress_artifact(  # type: ignore[call-arg]
+                    self.artifact_id, progress=percent, description=description, _sync=True
+                )
         except Exception as exc:  # the batch's rows matter, not its progress bar
             logger.warning("Could not show the progress of batch %s: %s", self.batch_id, redact(str(exc)))
 

@@ -657,7 +657,7 @@ class _AwaitableStep(Task[P, R]):
 
 
 def _awaitable_step(
-    twin: Task[..., Coroutine[Any, Any, ReasoningResult]], **options: Any
+    twin: Task[..., Coroutine[Any, Any, Any]], **options: Any
 ) -> Callable[[Callable[P, R]], _AwaitableStep[P, R]]:
     def decorate(fn: Callable[P, R]) -> _AwaitableStep[P, R]:
         _ASYNC_TWINS[fn] = twin.fn
