@@ -88,7 +88,8 @@ def sdk(server: FakeOpenAIServer) -> openai.OpenAI:
 
 
 def input_lines(server: FakeOpenAIServer, batch_id: str) -> list[dict[str, Any]]:
-    batch = sdk(server).batches.retrieve(batch_id)
+    with sdk(server) as client:
+        batch = client.batches.retrieve(batch_id)
     stored = server.files.get(batch.input_file_id)
     assert stored is not None
     return [json.loads(line) for line in stored.data.decode().splitlines()]
@@ -133,7 +134,8 @@ def test_a_20_step_batch_end_to_end(
         assert metadata["confirmation_token"] == TOKEN
         assert {"prefect.flow_run_id", "prefect.task_run_id", "prefect.flow"} <= set(metadata)
         assert line["body"]["store"] is True
-    raw = sdk(openai_server).batches.with_raw_response.retrieve(run.batch_id)
+    with sdk(openai_server) as client:
+        raw = client.batches.with_raw_response.retrieve(run.batch_id)
     validate(json.loads(raw.http_response.content), "Batch")
     batch = raw.parse()
     assert batch.metadata is not None
@@ -317,16 +319,16 @@ def test_a_cancelled_batch_keeps_its_finished_rows(
     openai_server: FakeOpenAIServer, arcanos_env: dict[str, str], receiver: WebhookReceiver
 ) -> None:
     openai_server.batches.stall_next(finished=2)
-    client = BatchClient()
-    batch_input = client.prepare(steps(4))
-    batch, created = client.submit(batch_input)
-    deadline = time.monotonic() + 10
-    while (batch.request_counts is None or batch.request_counts.completed < 2) and time.monotonic() < deadline:
-        time.sleep(0.05)
-        batch = client.retrieve(batch.id)  # the batch stalls after two rows
-    client.cancel(batch.id)
-    batch = client.wait(batch.id, poll_interval=0.05)
-    rows = client.rows(batch, batch_input)
+    with BatchClient() as client:
+        batch_input = client.prepare(steps(4))
+        batch, created = client.submit(batch_input)
+        deadline = time.monotonic() + 10
+        while (batch.request_counts is None or batch.request_counts.completed < 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            batch = client.retrieve(batch.id)  # the batch stalls after two rows
+        client.cancel(batch.id)
+        batch = client.wait(batch.id, poll_interval=0.05)
+        rows = client.rows(batch, batch_input)
 
     assert created
     assert batch.status == "cancelled"
@@ -463,11 +465,11 @@ def test_a_batch_run_round_trips_through_json(openai_server: FakeOpenAIServer, a
 def test_outside_prefect_the_client_submits_and_reads_a_batch(
     openai_server: FakeOpenAIServer, arcanos_env: dict[str, str]
 ) -> None:
-    client = BatchClient()
-    batch_input = client.prepare(steps(3), metadata={"run": str(uuid.uuid4())})
-    batch, created = client.submit(batch_input)
-    again, created_again = client.submit(batch_input)
-    rows = client.rows(client.wait(batch.id, poll_interval=0.05), batch_input)
+    with BatchClient() as client:
+        batch_input = client.prepare(steps(3), metadata={"run": str(uuid.uuid4())})
+        batch, created = client.submit(batch_input)
+        again, created_again = client.submit(batch_input)
+        rows = client.rows(client.wait(batch.id, poll_interval=0.05), batch_input)
 
     assert created
     assert not created_again

@@ -98,11 +98,12 @@ class BatchClient:
 
             from arcanos_flows.client.batch_client import BatchClient
 
-            client = BatchClient()
-            batch_input = client.prepare([{"step": "q-1", "messages": [{"role": "user", "content": "Which layers?"}]}])
-            batch, created = client.submit(batch_input)
-            batch = client.wait(batch.id, poll_interval=1.0)
-            rows = client.rows(batch, batch_input)
+            with BatchClient() as client:
+                steps = [{"step": "q-1", "messages": [{"role": "user", "content": "Which layers?"}]}]
+                batch_input = client.prepare(steps)
+                batch, created = client.submit(batch_input)
+                batch = client.wait(batch.id, poll_interval=1.0)
+                rows = client.rows(batch, batch_input)
     """
 
     def __init__(self, settings: ArcanosSettings | None = None) -> None:
@@ -129,6 +130,12 @@ class BatchClient:
     def close(self) -> None:
         """Close the SDK client's connections."""
         self._sdk.close()
+
+    def __enter__(self) -> BatchClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def prepare(
         self,
