@@ -34,6 +34,7 @@ from arcanos_flows.core.errors import (
     InvalidReasoningInput,
     ModelEnforcementError,
     UpstreamResponseError,
+    status_class,
 )
 from arcanos_flows.core.messages import check_messages, check_options
 from arcanos_flows.core.metadata import MetadataValue, build_metadata
@@ -314,15 +315,6 @@ _ROW_CODES = {
     "batch_expired": IncidentClass.BATCH_EXPIRED,
     "batch_cancelled": IncidentClass.BATCH_CANCELLED,
 }
-_STATUS_CLASSES = {
-    400: IncidentClass.BAD_REQUEST,
-    401: IncidentClass.AUTHENTICATION,
-    403: IncidentClass.PERMISSION,
-    404: IncidentClass.NOT_FOUND,
-    408: IncidentClass.TIMEOUT,
-    422: IncidentClass.BAD_REQUEST,
-    429: IncidentClass.RATE_LIMIT,
-}
 
 
 def read_batch_row(
@@ -374,11 +366,7 @@ def read_batch_row(
     body = response.get("body")
     if not 200 <= status < 300:
         detail: dict[str, Any] = body["error"] if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
-        row_class = _STATUS_CLASSES.get(
-            status, IncidentClass.UPSTREAM_ERROR if status >= 500 else IncidentClass.UNKNOWN
-        )
-        if status == 429 and "insufficient_quota" in (detail.get("code"), detail.get("type")):
-            row_class = IncidentClass.QUOTA_EXHAUSTED
+        row_class = status_class(status, detail.get("code"), detail.get("type"))
         message = redact(str(detail.get("message") or f"HTTP {status}"))
         refused = BatchRowError(
             f"{custom_id}: HTTP {status}: {message}",

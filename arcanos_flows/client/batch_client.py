@@ -269,6 +269,7 @@ class BatchClient:
         if batch.status == "failed":
             raise BatchError(f"batch {batch.id} failed: {_errors_of(batch)}", batch_id=batch.id, status=batch.status)
         spec = check_output_options(output_type, 0, None)
+        pricing = batch_pricing(self.settings.pricing)
         read: dict[str, BatchRow] = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
@@ -279,7 +280,7 @@ class BatchClient:
                         line,
                         api=batch_input.api,
                         model=self.model,
-                        pricing=batch_pricing(self.settings.pricing),
+                        pricing=pricing,
                         metadata=batch_input.metadata,
                         stored=batch_input.stored,
                         output=spec,

@@ -37,6 +37,7 @@ __all__ = [
     "RefusalError",
     "UpstreamResponseError",
     "classify",
+    "status_class",
 ]
 
 
@@ -446,6 +447,22 @@ _STATUS_CLASSES: dict[int, IncidentClass] = {
 }
 
 
+def status_class(status: int, code: object = None, error_type: object = None) -> IncidentClass:
+    """The incident class of an HTTP error status (with the API error's ``code`` and ``type``, when known).
+
+    Used for the SDK's status errors and for a batch's rows answered with an error status alike.
+
+    Examples:
+        >>> status_class(503).value, status_class(429, "insufficient_quota").value, status_class(418).value
+        ('upstream_error', 'quota_exhausted', 'unknown')
+    """
+    if status == 429 and "insufficient_quota" in (code, error_type):
+        return IncidentClass.QUOTA_EXHAUSTED
+    if status >= 500:
+        return IncidentClass.UPSTREAM_ERROR
+    return _STATUS_CLASSES.get(status, IncidentClass.UNKNOWN)
+
+
 def _attempts_of(error: openai.APIError) -> int:
     # The SDK stamps each attempt with its retry number; the request on the error is the last attempt.
     try:
@@ -488,12 +505,8 @@ def classify(error: BaseException) -> Classification:
         if isinstance(error, openai.OAuthError):
             # A failed token exchange is an authentication problem whatever status the token endpoint used.
             incident_class = IncidentClass.AUTHENTICATION
-        elif status == 429 and "insufficient_quota" in (error.code, error.type):
-            incident_class = IncidentClass.QUOTA_EXHAUSTED
-        elif status >= 500:
-            incident_class = IncidentClass.UPSTREAM_ERROR
         else:
-            incident_class = _STATUS_CLASSES.get(status, IncidentClass.UNKNOWN)
+            incident_class = status_class(status, error.code, error.type)
         return Classification(incident_class, status, error.request_id, _attempts_of(error))
     if isinstance(error, openai.APIResponseValidationError):
         return Classification(

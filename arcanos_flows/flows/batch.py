@@ -8,17 +8,15 @@ classes and their steps; their incidents (one per class) are already delivered, 
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
 from arcanos_flows.client.batch import BatchStep
-from arcanos_flows.core.errors import BatchRowError, IncidentClass, InvalidReasoningInput
+from arcanos_flows.core.errors import BatchRowError, InvalidReasoningInput
 from arcanos_flows.core.redaction import redact, redact_data
-from arcanos_flows.incidents.model import Incident, attach_incident
-from arcanos_flows.prefect.batch import SOURCE, BatchRun, run_reasoning_batch
+from arcanos_flows.prefect.batch import BatchRun, run_reasoning_batch
 from arcanos_flows.prefect.decorator import arcanos_flow
 from arcanos_flows.prefect.runs import run_context
 
@@ -124,23 +122,8 @@ def _rows_failed(run: BatchRun) -> BatchRowError:
         by_class.setdefault(failure.incident_class, []).append(step)
     summary = "; ".join(f"{incident_class}: {', '.join(steps[:10])}" for incident_class, steps in by_class.items())
     first = next(iter(run.failures.values()))
-    error = BatchRowError(
+    message = (
         f"{len(run.failures)} of {len(run.failures) + len(run.results)} rows of batch {run.batch_id} failed "
-        f"({summary}); incidents: {', '.join(run.incidents)}",
-        custom_id=first.step,
-        incident_class=IncidentClass(first.incident_class),
+        f"({summary}); incidents: {', '.join(run.incidents)}"
     )
-    if first.incident_id:
-        context = run_context()
-        attach_incident(
-            error,
-            Incident(
-                incident_id=uuid.UUID(first.incident_id),
-                incident_class=IncidentClass(first.incident_class),
-                reason=first.reason,
-                error_type="arcanos_flows.errors.BatchRowError",
-                source=SOURCE,
-                context={"flow_run_id": context.get("flow_run_id"), "batch_id": run.batch_id},
-            ),
-        )
-    return error
+    return first.as_error(batch_id=run.batch_id, flow_run_id=run_context().get("flow_run_id"), message=message)

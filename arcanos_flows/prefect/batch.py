@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from arcanos_flows.client.batch import MAX_BATCH_FILE_BYTES, MAX_BATCH_REQUESTS, BatchRow, BatchStep
 from arcanos_flows.client.batch_client import FINISHED_STATUSES, BatchClient, BatchStatus, status_history
-from arcanos_flows.core.errors import ArcanosError, BatchError, IncidentClass, classify
+from arcanos_flows.core.errors import ArcanosError, BatchError, BatchRowError, IncidentClass, classify
 from arcanos_flows.core.metadata import MetadataValue
 from arcanos_flows.core.redaction import redact
 from arcanos_flows.core.results import ReasoningResult, Usage
@@ -71,6 +72,30 @@ class BatchRowFailure(BaseModel):
     reason: str
     request_id: str | None = None
     incident_id: str | None = None
+
+    def as_error(self, *, batch_id: str, flow_run_id: str | None, message: str | None = None) -> BatchRowError:
+        """The failure as an exception carrying the incident its class was reported as.
+
+        A flow that fails with it sends no second incident: its hook finds the root cause already reported.
+
+        Examples:
+            >>> failure = BatchRowFailure(step="q-2", incident_class="batch_expired", reason="q-2: not run")
+            >>> failure.as_error(batch_id="batch_1", flow_run_id=None).incident_class.value
+            'batch_expired'
+        """
+        incident_class = IncidentClass(self.incident_class)
+        error = BatchRowError(message or self.reason, custom_id=self.step, incident_class=incident_class)
+        if self.incident_id:
+            reported = Incident(
+                incident_id=uuid.UUID(self.incident_id),
+                incident_class=incident_class,
+                reason=self.reason,
+                error_type="arcanos_flows.errors.BatchRowError",
+                source=SOURCE,
+                context={"flow_run_id": flow_run_id, "batch_id": batch_id},
+            )
+            attach_incident(error, reported)
+        return error
 
 
 class BatchRun(BaseModel):
@@ -165,8 +190,9 @@ async def arun_reasoning_batch(
         ...     )
         ...     return len(run.results)
     """
+    # The sync task's function, run in a worker thread with this task run's context (to_thread copies it).
     return await asyncio.to_thread(
-        _run_batch,
+        run_reasoning_batch.fn,
         steps,
         name=name,
         metadata=metadata,
@@ -235,33 +261,6 @@ def run_reasoning_batch(
 
         In an async flow, ``await run_reasoning_batch(...)`` runs :func:`arun_reasoning_batch`.
     """
-    return _run_batch(
-        steps,
-        name=name,
-        metadata=metadata,
-        output_type=output_type,
-        poll_interval=poll_interval,
-        max_poll_interval=max_poll_interval,
-        max_wait=max_wait,
-        max_requests=max_requests,
-        max_file_bytes=max_file_bytes,
-        credentials=credentials,
-    )
-
-
-def _run_batch(
-    steps: Sequence[BatchStep | Mapping[str, Any]],
-    *,
-    name: str,
-    metadata: Mapping[str, MetadataValue] | None,
-    output_type: Any,
-    poll_interval: float,
-    max_poll_interval: float,
-    max_wait: float,
-    max_requests: int,
-    max_file_bytes: int,
-    credentials: ArcanosCredentials | None,
-) -> BatchRun:
     settings = resolve_settings(credentials)
     budget = current_budget()
     if budget is not None:

@@ -28,6 +28,7 @@ from prefect.utilities.hashing import file_hash
 from pydantic import SecretStr
 
 from arcanos_flows.prefect import hooks
+from arcanos_flows.prefect.runs import append_note
 
 __all__ = ["ARCANOS_TAGS", "ArcanosFlow", "arcanos_flow"]
 
@@ -66,21 +67,10 @@ def _with_incidents_raised() -> Iterator[None]:
         flow_run = flow_context.flow_run if flow_context is not None else None
         raised = hooks.raised_in_flow_run(flow_run.id if flow_run is not None else None)
         if raised:
-            _note(error, raised)
+            count = f"{len(raised)} incident{'s' if len(raised) > 1 else ''} raised"
+            listed = ", ".join(f"{incident_id} ({kind}, {outcome})" for incident_id, kind, outcome in raised)
+            append_note(error, f"[{count}: {listed}]")
         raise
-
-
-def _note(error: Exception, raised: list[tuple[Any, str, str]]) -> None:
-    count = f"{len(raised)} incident{'s' if len(raised) > 1 else ''} raised"
-    note = (
-        f"[{count}: " + ", ".join(f"{incident_id} ({kind}, {outcome})" for incident_id, kind, outcome in raised) + "]"
-    )
-    if error.args and isinstance(error.args[0], str) and note not in error.args[0]:
-        error.args = (f"{error.args[0]} {note}", *error.args[1:])
-    message = getattr(error, "message", None)
-    if isinstance(message, str) and note not in message:
-        with contextlib.suppress(AttributeError, TypeError):
-            error.message = f"{message} {note}"  # type: ignore[attr-defined]
 
 
 def _untagged_body(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from typing import Any
@@ -15,6 +16,7 @@ from arcanos_flows.core.redaction import redact
 
 __all__ = [
     "INCIDENT_NAMESPACE",
+    "append_note",
     "failed_state_exceptions",
     "incident_id_for",
     "request_identity",
@@ -41,6 +43,25 @@ def incident_id_for(
         (True, False)
     """
     return uuid.uuid5(INCIDENT_NAMESPACE, f"{flow_run_id or '-'}/{task_run_id or '-'}/{incident_class}")
+
+
+def append_note(error: BaseException, note: str) -> None:
+    """Add ``note`` to an exception's text once, so the state message Prefect builds from it shows the note.
+
+    Both ``args[0]`` (what ``str()`` shows) and a ``message`` attribute (the SDK's exceptions keep one) get it.
+
+    Examples:
+        >>> error = ValueError("refused")
+        >>> append_note(error, "[incident 1]"); append_note(error, "[incident 1]")
+        >>> str(error)
+        'refused [incident 1]'
+    """
+    if error.args and isinstance(error.args[0], str) and note not in error.args[0]:
+        error.args = (f"{error.args[0]} {note}", *error.args[1:])
+    message = getattr(error, "message", None)
+    if isinstance(message, str) and note not in message:
+        with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__ or a read-only message
+            error.message = f"{message} {note}"  # type: ignore[attr-defined]
 
 
 def state_exception(state: State) -> BaseException | None:

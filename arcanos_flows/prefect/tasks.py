@@ -56,7 +56,7 @@ from arcanos_flows.prefect import hooks
 from arcanos_flows.prefect.budget import RunBudget, current_budget
 from arcanos_flows.prefect.caching import REASONING_CACHE
 from arcanos_flows.prefect.credentials import ArcanosCredentials, resolve_settings
-from arcanos_flows.prefect.runs import incident_id_for, request_identity, run_context, state_exception
+from arcanos_flows.prefect.runs import append_note, incident_id_for, request_identity, run_context, state_exception
 
 __all__ = [
     "DEFAULT_STEP_CACHE_EXPIRATION",
@@ -505,13 +505,7 @@ class _Try:
             return
         incident_class = classify(error).incident_class
         incident_id = incident_id_for(self.task_run.flow_run_id, self.task_run.id, incident_class.value)
-        note = f"incident {incident_id} ({incident_class})"
-        if error.args and isinstance(error.args[0], str) and note not in error.args[0]:
-            error.args = (f"{error.args[0]} [{note}]", *error.args[1:])
-        message = getattr(error, "message", None)
-        if isinstance(message, str) and note not in message:
-            with contextlib.suppress(AttributeError, TypeError):
-                error.message = f"{message} [{note}]"  # type: ignore[attr-defined]
+        append_note(error, f"[incident {incident_id} ({incident_class})]")
 
     def answered(self, result: ReasoningResult) -> ReasoningResult:
         if self.task_run is not None:

@@ -7,15 +7,14 @@ usage and request id, or its failure class and the incident that reported it (on
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from arcanos_flows.core.errors import BatchRowError, IncidentClass, classify
+from arcanos_flows.core.errors import classify
 from arcanos_flows.core.redaction import redact
 from arcanos_flows.flows.research.prompts import investigation_messages
 from arcanos_flows.flows.research.report import BatchSummary, StepRecord
-from arcanos_flows.incidents.model import Incident, attach_incident, attached_incident
-from arcanos_flows.prefect.batch import SOURCE, BatchRowFailure, BatchRun, run_reasoning_batch
+from arcanos_flows.incidents.model import attached_incident
+from arcanos_flows.prefect.batch import BatchRun, run_reasoning_batch
 from arcanos_flows.prefect.hooks import delivery_of
 from arcanos_flows.prefect.runs import incident_id_for
 
@@ -86,19 +85,8 @@ def investigate_in_batch(
         step = f"investigate-{number}"
         result = run.results.get(step)
         if result is not None:
-            records.append(
-                StepRecord(
-                    step=step,
-                    question=question,
-                    status="completed",
-                    content=result.content,
-                    model=result.model,
-                    usage=result.usage,
-                    request_id=result.request_id,
-                    attempts=1,
-                    task_run_id=str(task_run_id) if task_run_id else None,
-                )
-            )
+            # A row has no latency of its own: it ran somewhere within the batch's window.
+            records.append(StepRecord.answered(step, question, result, task_run_id, timed=False))
             continue
         failure = run.failures[step]
         records.append(
@@ -115,7 +103,7 @@ def investigate_in_batch(
                 task_run_id=str(task_run_id) if task_run_id else None,
             )
         )
-        errors.append(_row_error(step, failure, flow_run_id, run.batch_id))
+        errors.append(failure.as_error(batch_id=run.batch_id, flow_run_id=flow_run_id))
     summary = BatchSummary(
         batch_id=run.batch_id,
         status=run.status,
@@ -126,20 +114,3 @@ def investigate_in_batch(
         usage=run.usage,
     )
     return records, errors, summary
-
-
-def _row_error(step: str, failure: BatchRowFailure, flow_run_id: str | None, batch_id: str) -> BatchRowError:
-    """The failed row as an exception carrying the incident its class was reported as (so the flow sends no other)."""
-    incident_class = IncidentClass(failure.incident_class)
-    error = BatchRowError(f"{step}: {failure.reason}", custom_id=step, incident_class=incident_class)
-    if failure.incident_id:
-        incident = Incident(
-            incident_id=uuid.UUID(failure.incident_id),
-            incident_class=incident_class,
-            reason=failure.reason,
-            error_type="arcanos_flows.errors.BatchRowError",
-            source=SOURCE,
-            context={"flow_run_id": flow_run_id, "batch_id": batch_id},
-        )
-        attach_incident(error, incident)
-    return error

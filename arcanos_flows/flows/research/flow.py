@@ -73,18 +73,7 @@ def _completed(
             attempts=0,
             task_run_id=str(task_run_id) if task_run_id else None,
         )
-    return StepRecord(
-        step=step,
-        question=question,
-        status="completed",
-        content=result.content,
-        model=result.model,
-        usage=result.usage,
-        latency_ms=result.latency_ms,
-        request_id=result.request_id,
-        attempts=result.attempts,
-        task_run_id=str(task_run_id) if task_run_id else None,
-    )
+    return StepRecord.answered(step, question, result, task_run_id)
 
 
 def _failed(

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from arcanos_flows.client.batch_client import BatchStatus
 from arcanos_flows.core.errors import ArcanosError, IncidentClass
-from arcanos_flows.core.results import Usage
+from arcanos_flows.core.results import ReasoningResult, Usage
 
 __all__ = ["BatchSummary", "ResearchReport", "ResearchStepsFailed", "StepRecord", "format_cost"]
 
@@ -81,6 +81,30 @@ class StepRecord(BaseModel):
     def ok(self) -> bool:
         """Whether the step has an answer (completed or cached)."""
         return self.status in ("completed", "cached")
+
+    @classmethod
+    def answered(
+        cls, step: str, question: str | None, result: ReasoningResult, task_run_id: object, *, timed: bool = True
+    ) -> StepRecord:
+        """The record of a step the model answered (``timed``: the result's latency is the step's own, not a batch's).
+
+        Examples:
+            >>> result = ReasoningResult(content="Three.", model="ft:m", response_id="r", latency_ms=12.5)
+            >>> StepRecord.answered("plan", None, result, None).latency_ms
+            12.5
+        """
+        return cls(
+            step=step,
+            question=question,
+            status="completed",
+            content=result.content,
+            model=result.model,
+            usage=result.usage,
+            latency_ms=result.latency_ms if timed else None,
+            request_id=result.request_id,
+            attempts=result.attempts,
+            task_run_id=str(task_run_id) if task_run_id else None,
+        )
 
 
 class ResearchReport(BaseModel):
